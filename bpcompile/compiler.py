@@ -1,0 +1,201 @@
+"""Front door of the compiler: spec text, expression text or SymPy -> module source.
+
+    spec (YAML) -> program (parser) -> graph (frontend) -> schedule (autodiff)
+                -> source (codegen) -> module (loader)
+"""
+
+import ast
+import importlib.abc
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import sympy as sp
+
+from . import codegen
+from .autodiff import schedule
+from .errors import SpecError
+from .frontend import build_graph, check_program, program_from_sympy
+from .parser import check_identifier, parse_expression, parse_program, Assignment
+from .spec import Spec
+
+PROGRAM_KEYS = {"name", "inputs", "program", "expr", "output", "wrt", "check_at", "description"}
+
+
+@dataclass
+class Compiled:
+    """What compiling produced: the graph, the statements and the module text."""
+
+    name: str
+    graph: object
+    schedule: object
+    source: str
+    spec: object = None
+    source_path: str = None
+
+
+def load_spec(text, file="<string>"):
+    return Spec(text, file)
+
+
+def compile_spec(spec):
+    """A loaded Spec -> Compiled."""
+    if "layers" in spec.data:
+        from .layers import compile_layers   # the tensor front end
+        return compile_layers(spec)
+    return _compile_program_spec(spec)
+
+
+def compile_file(path):
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise SpecError(f"cannot read spec: {reason}", str(path), 1, 1) from None
+    spec = load_spec(text, str(path))
+    compiled = compile_spec(spec)
+    compiled.source_path = str(path)
+    return compiled
+
+
+def _compile_program_spec(spec):
+    spec.check_keys(PROGRAM_KEYS)
+    name = spec.get("name", default="model")
+    try:
+        check_identifier(name, "name")
+    except SpecError as err:
+        raise spec.error(err.message, "name") from None
+    has_program, has_expr = "program" in spec.data, "expr" in spec.data
+    if has_program == has_expr:
+        raise spec.error("a spec needs exactly one of `program:` (assignments) or `expr:` (one expression)")
+    key = "program" if has_program else "expr"
+    text = spec.get(key)
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        text = repr(text)
+    if not isinstance(text, str):
+        raise spec.error(f"{key} must be text, got {type(text).__name__}", key)
+    inputs = spec.string_list("inputs")
+    wrt = spec.string_list("wrt")
+    output = spec.string("output")
+    try:
+        if has_program:
+            assignments = parse_program(text)
+        else:
+            assignments = _expression_program(text, output, inputs)
+        inputs, output, wrt = check_program(assignments, inputs, output, wrt)
+    except SpecError as err:
+        if err.field:
+            raise spec.error(err.message, err.field) from None
+        raise spec.relocate(err, key) from None
+    graph = build_graph(assignments, inputs, output, wrt, name)
+    sched = schedule(graph)
+    source = codegen.render_program(sched, graph, spec.text, spec.file)
+    return Compiled(name, graph, sched, source, spec)
+
+
+def _expression_program(text, output=None, inputs=None):
+    expr, names, cols = parse_expression(text)
+    target = output or _output_name(names + list(inputs or []))
+    return [Assignment(target, expr, 1, 1, names, cols)]
+
+
+def _output_name(taken):
+    return next(n for n in ("y", "f", "J", "out", "result") if n not in taken)
+
+
+def compile_text(text, inputs=None, wrt=None, output=None, name="model"):
+    """An expression or a program (lines of `name = expression`) -> Compiled."""
+    if not isinstance(text, str):
+        raise SpecError(f"expected text, got {type(text).__name__}")
+    kind = "program" if _looks_like_program(text) else "expr"
+    data = {"name": name, kind: text}
+    for key, value in (("inputs", inputs), ("wrt", wrt), ("output", output)):
+        if value is not None:
+            data[key] = list(value) if key != "output" else value
+    return _compile_program_spec(_DictSpec(data, text))
+
+
+def compile_sympy(expr, inputs=None, wrt=None, output=None, name="model"):
+    """A SymPy expression -> Compiled."""
+    names = sorted(s.name for s in getattr(expr, "free_symbols", ()))
+    target = output or _output_name(names)
+    assignments = program_from_sympy(expr, target)
+    inputs, output, wrt = check_program(assignments, inputs, output, wrt)
+    graph = build_graph(assignments, inputs, output, wrt, name)
+    sched = schedule(graph)
+    source = codegen.render_program(sched, graph, sp.srepr(expr))
+    return Compiled(name, graph, sched, source)
+
+
+def _looks_like_program(text):
+    try:
+        tree = ast.parse(text.strip())
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    return bool(tree.body) and all(isinstance(s, ast.Assign) for s in tree.body)
+
+
+class _DictSpec(Spec):
+    """A Spec built from a Python dict (the API), with positions in `text`."""
+
+    def __init__(self, data, text, file="<string>"):
+        self.data, self.text, self.file, self.root = data, text, file, None
+
+    def error(self, message, *path, key=False):
+        return SpecError(message, self.file, 1, 1)
+
+    def relocate(self, err, *path):
+        return err.located(self.file)
+
+
+# --- loading generated source as a module ------------------------------------------
+
+class _SourceLoader(importlib.abc.SourceLoader):
+    def __init__(self, name, source):
+        self.name, self.source = name, source
+
+    def get_filename(self, fullname):
+        return f"<bpcompile {self.name}>"
+
+    def get_data(self, path):
+        return self.source.encode("utf-8")
+
+
+def load_module(source, name="generated"):
+    """Import generated source as a fresh module object (not put in sys.modules)."""
+    loader = _SourceLoader(name, source)
+    spec = importlib.util.spec_from_loader(f"bpcompile_generated_{name}", loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    module.SOURCE = source
+    return module
+
+
+def compile(obj, inputs=None, wrt=None, output=None, name="model"):
+    """Compile an expression, a program, a SymPy expression or a spec mapping
+    into a loaded module with `evaluate`, `forward`, `backward`,
+    `value_and_grad`, and `SOURCE` (the module's text)."""
+    if isinstance(obj, sp.Basic):
+        compiled = compile_sympy(obj, inputs, wrt, output, name)
+    elif isinstance(obj, dict):
+        import yaml
+        text = yaml.safe_dump(obj, sort_keys=False)
+        compiled = compile_spec(load_spec(text))
+    elif isinstance(obj, str):
+        compiled = compile_text(obj, inputs, wrt, output, name)
+    else:
+        raise SpecError(f"cannot compile a {type(obj).__name__}: give text, a SymPy expression or a spec dict")
+    module = load_module(compiled.source, compiled.name)
+    module.GRAPH = compiled.graph
+    return module
+
+
+def graph(obj, inputs=None, wrt=None, output=None, name="model"):
+    """The computation graph of an expression, program, SymPy expression or spec file path."""
+    if isinstance(obj, sp.Basic):
+        return compile_sympy(obj, inputs, wrt, output, name).graph
+    if isinstance(obj, Path) or (isinstance(obj, str) and obj.endswith((".yaml", ".yml"))):
+        return compile_file(obj).graph
+    return compile_text(obj, inputs, wrt, output, name).graph
+

@@ -1,0 +1,286 @@
+"""The safe parser: expression and program text -> SymPy, never evaluated.
+
+Text is parsed by Python's `ast` module and the tree is checked against a
+whitelist (numbers, names, + - * / **, unary minus, parentheses, calls of
+functions from the primitive table) before SymPy objects are built from it
+without evaluation.  Constant subexpressions are folded here, with guards so
+that `9**9**9**9` is an error rather than a hang.
+"""
+
+import ast
+import keyword
+import math
+import re
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from .errors import SpecError
+from .primitives import CALLABLE
+
+MAX_TEXT = 20_000        # characters in one expression or program
+MAX_DEPTH = 100          # nesting of operations in one expression
+MAX_CONSTANT = 1e300     # magnitude of a folded constant
+
+IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+# Names the generated modules use for themselves.
+RESERVED = frozenset({"np", "cache", "seed", "grads", "params", "math"})
+
+_BINARY = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "pow"}
+
+
+@dataclass
+class Assignment:
+    """`target = expr` on line `line` (1-based, within the program text)."""
+
+    target: str
+    expr: sp.Expr
+    line: int
+    col: int
+    names: list = field(default_factory=list)   # names read, in order of first use
+    name_cols: dict = field(default_factory=dict)
+
+
+def check_identifier(name, what="name"):
+    """Raise SpecError unless `name` can be a variable of a generated module."""
+    if not isinstance(name, str) or not IDENTIFIER.match(name):
+        raise SpecError(f"{what} {name!r} is not an identifier (letters, digits, _; starting with a letter)")
+    if keyword.iskeyword(name) or keyword.issoftkeyword(name):
+        raise SpecError(f"{what} {name!r} is a Python keyword")
+    if name in RESERVED:
+        raise SpecError(f"{what} {name!r} is reserved for the generated code")
+    return name
+
+
+def symbol(name):
+    return sp.Symbol(name, real=True)
+
+
+def parse_expression(text):
+    """One expression -> (SymPy expression, names in order of first use, name -> col)."""
+    tree = _parse(text, "eval")
+    builder = _Builder()
+    return builder.build(tree.body), builder.names, builder.name_cols
+
+
+def parse_program(text):
+    """Program text (one `name = expression` per line) -> list of Assignment."""
+    tree = _parse(text, "exec")
+    assignments, lines_seen = [], set()
+    for stmt in tree.body:
+        where = dict(line=stmt.lineno, col=stmt.col_offset + 1)
+        if stmt.lineno in lines_seen:
+            raise SpecError("one assignment per line", **where)
+        lines_seen.add(stmt.lineno)
+        if not isinstance(stmt, ast.Assign) or len(stmt.targets) != 1:
+            raise SpecError("expected an assignment `name = expression`", **where)
+        target = stmt.targets[0]
+        if not isinstance(target, ast.Name):
+            raise SpecError("the left side of an assignment must be a name", **where)
+        try:
+            check_identifier(target.id, "variable")
+        except SpecError as err:
+            raise err.located(line=stmt.lineno, col=stmt.col_offset + 1) from None
+        builder = _Builder()
+        expr = builder.build(stmt.value)
+        assignments.append(Assignment(target.id, expr, stmt.lineno, stmt.col_offset + 1,
+                                      builder.names, builder.name_cols))
+    return assignments
+
+
+def _parse(text, mode):
+    if not isinstance(text, str):
+        raise SpecError(f"expected text, got {type(text).__name__}")
+    if len(text) > MAX_TEXT:
+        raise SpecError(f"text too long ({len(text)} characters; at most {MAX_TEXT})")
+    if not text.isascii():
+        col = next(i for i, ch in enumerate(text) if not ch.isascii())
+        line = text.count("\n", 0, col) + 1
+        raise SpecError("only ASCII characters are allowed in expressions",
+                        line=line, col=col - text.rfind("\n", 0, col))
+    source = text.strip() if mode == "eval" else text
+    if mode == "eval" and not source:
+        raise SpecError("empty expression")
+    try:
+        tree = ast.parse(source, mode=mode)
+    except SyntaxError as err:
+        message = err.msg or "invalid syntax"
+        if "nested" in message:
+            message = f"expression nested too deeply ({message})"
+        raise SpecError(f"syntax error: {message}", line=err.lineno or 1, col=err.offset or 1) from None
+    except (RecursionError, MemoryError, ValueError):
+        raise SpecError("expression too large or nested too deeply to compile") from None
+    _check_depth(tree)
+    return tree
+
+
+def _check_depth(tree):
+    """Reject deeply nested expressions before anything recurses over them."""
+    stack = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH + 2:
+            raise SpecError(f"expression nested too deeply (more than {MAX_DEPTH} levels); "
+                            "split it into several assignments",
+                            line=getattr(node, "lineno", 1), col=getattr(node, "col_offset", 0) + 1)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+
+
+class _Builder:
+    """Walks one checked expression tree and builds the SymPy expression."""
+
+    def __init__(self):
+        self.names = []
+        self.name_cols = {}
+
+    def build(self, node):
+        value = self._visit(node)
+        return sp.Integer(value) if isinstance(value, int) else (
+            sp.Float(value) if isinstance(value, float) else value)
+
+    def _error(self, node, message):
+        return SpecError(message, line=getattr(node, "lineno", 1), col=getattr(node, "col_offset", 0) + 1)
+
+    def _visit(self, node):
+        """Python int/float for constants (folded), SymPy objects otherwise."""
+        if isinstance(node, ast.Constant):
+            value = node.value
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise self._error(node, f"unsupported literal {value!r}: only numbers are allowed")
+            return _checked_constant(value, node, self)
+        if isinstance(node, ast.Name):
+            try:
+                check_identifier(node.id)
+            except SpecError as err:
+                raise self._error(node, err.message) from None
+            if node.id not in self.name_cols:
+                self.names.append(node.id)
+                self.name_cols[node.id] = (node.lineno, node.col_offset + 1)
+            return symbol(node.id)
+        if isinstance(node, ast.UnaryOp):
+            operand = self._visit(node.operand)
+            if isinstance(node.op, ast.UAdd):
+                return operand
+            if isinstance(node.op, ast.USub):
+                if _is_number(operand):
+                    return -operand
+                return sp.Mul(-1, operand, evaluate=False)
+            raise self._error(node, f"unsupported operator {type(node.op).__name__}")
+        if isinstance(node, ast.BinOp):
+            op = _BINARY.get(type(node.op))
+            if op is None:
+                raise self._error(node, f"unsupported operator {_op_text(node.op)}: "
+                                  "use + - * / ** and function calls")
+            left, right = self._visit(node.left), self._visit(node.right)
+            if _is_number(left) and _is_number(right):
+                return _fold(op, left, right, node, self)
+            return _combine(op, _sym(left), _sym(right))
+        if isinstance(node, ast.Call):
+            return self._call(node)
+        raise self._error(node, f"unsupported syntax: {type(node).__name__}")
+
+    def _call(self, node):
+        if not isinstance(node.func, ast.Name):
+            raise self._error(node, "only calls of known functions by name are allowed")
+        name = node.func.id
+        if node.keywords:
+            raise self._error(node, f"{name}() takes no keyword arguments")
+        args = [self._visit(a) for a in node.args]
+        if name == "log" and len(args) == 2:
+            # log(x, base) = log(x) / log(base)
+            value, base = args
+            if _is_number(value) and _is_number(base):
+                return _fold("div", _fold_call("log", [value], node, self),
+                             _fold_call("log", [base], node, self), node, self)
+            return _combine("div", CALLABLE["log"].build(_sym(value)),
+                            _sym(_fold_call("log", [base], node, self) if _is_number(base)
+                                 else CALLABLE["log"].build(_sym(base))))
+        prim = CALLABLE.get(name)
+        if prim is None:
+            known = ", ".join(sorted(CALLABLE) + ["log(x, base)"])
+            raise self._error(node, f"unknown function {name!r}; known functions: {known}")
+        if len(args) != prim.arity:
+            raise self._error(node, f"{name}() takes {prim.arity} argument"
+                              f"{'s' if prim.arity > 1 else ''}, got {len(args)}")
+        if all(_is_number(a) for a in args):
+            return _fold_call(name, args, node, self)
+        return prim.build(*(_sym(a) for a in args))
+
+
+def _is_number(value):
+    return isinstance(value, (int, float))
+
+
+def _sym(value):
+    if isinstance(value, bool):
+        raise TypeError("booleans are not numbers here")
+    if isinstance(value, int):
+        return sp.Integer(value)
+    if isinstance(value, float):
+        return sp.Float(value)
+    return value
+
+
+def _combine(op, a, b):
+    from .primitives import PRIMITIVES
+    return PRIMITIVES[op].build(a, b)
+
+
+def _op_text(op):
+    return {ast.FloorDiv: "'//'", ast.Mod: "'%'", ast.MatMult: "'@'", ast.BitAnd: "'&'",
+            ast.BitOr: "'|'", ast.BitXor: "'^'", ast.LShift: "'<<'", ast.RShift: "'>>'"}.get(
+                type(op), type(op).__name__)
+
+
+def _checked_constant(value, node, builder):
+    if isinstance(value, int) and value.bit_length() > 64:
+        if abs(value) > MAX_CONSTANT:
+            raise builder._error(node, "numeric constant too large")
+        value = float(value)
+    if isinstance(value, float) and not math.isfinite(value) or abs(value) > MAX_CONSTANT:
+        raise builder._error(node, "numeric constant too large")
+    return value
+
+
+def _fold(op, a, b, node, builder):
+    """Fold `a op b` for numbers, refusing results that blow up."""
+    try:
+        if op == "add":
+            result = a + b
+        elif op == "sub":
+            result = a - b
+        elif op == "mul":
+            result = a * b
+        elif op == "div":
+            result = a / b
+            if isinstance(a, int) and isinstance(b, int) and result == int(result) and a % b == 0:
+                result = a // b
+        else:
+            if a == 0 and b < 0:
+                raise ZeroDivisionError
+            if a < 0 and not float(b).is_integer():
+                raise builder._error(node, f"constant {a!r}**{b!r} is not a real number")
+            if abs(b) * math.log10(max(abs(a), 1e-300)) > 300 and abs(a) > 1:
+                raise builder._error(node, f"constant {a!r}**{b!r} is too large to compute")
+            if isinstance(a, int) and isinstance(b, int) and b >= 0:
+                result = a ** b
+            else:
+                result = float(a) ** float(b)
+    except ZeroDivisionError:
+        raise builder._error(node, "division by zero in a constant expression") from None
+    except OverflowError:
+        raise builder._error(node, "constant expression overflows") from None
+    return _checked_constant(result, node, builder)
+
+
+def _fold_call(name, args, node, builder):
+    """Fold a function of constants through SymPy's arbitrary-precision evaluation."""
+    prim = CALLABLE["log" if name == "log" else name]
+    try:
+        value = prim.build(*(_sym(a) for a in args)).doit().evalf(20)
+        if not value.is_real:
+            raise ValueError
+        result = float(value)
+    except (TypeError, ValueError, OverflowError, ZeroDivisionError, AttributeError):
+        raise builder._error(node, f"{name}() of these constants is not a finite real number") from None
+    return _checked_constant(result, node, builder)
