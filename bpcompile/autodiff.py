@@ -18,6 +18,7 @@ from .naming import Namer
 from .parser import symbol
 from .primitives import PRIMITIVES
 from .printer import to_numpy
+from .tensor_ops import TENSOR_OPS
 
 
 @dataclass
@@ -48,52 +49,110 @@ def forward_expr(node):
     return PRIMITIVES[node.op].build(*map(_operand_expr, node.operands))
 
 
+class _Elementwise:
+    """Rules of the elementwise table: SymPy partials times the adjoint."""
+
+    def __init__(self, stored):
+        self.stored = stored       # evaluated forward expression -> stored symbol
+
+    def forward(self, node):
+        expr = forward_expr(node)
+        if node.op != "identity":
+            self.stored.setdefault(expr.doit(), symbol(node.name))
+        return to_numpy(expr)
+
+    def adjoints(self, node, g, active):
+        """{operand: (code, names read)} for the active operands of `node`."""
+        args = [_operand_expr(o) for o in node.operands]
+        partials = PRIMITIVES[node.op].local_partials(symbol(node.name), args)
+        per_operand = {}
+        # Sum the partials of an operand that appears more than once (x*x).
+        for operand, partial in zip(node.operands, partials):
+            if isinstance(operand, str) and operand in active:
+                per_operand[operand] = per_operand.get(operand, 0) + partial
+        result = {}
+        for operand, partial in per_operand.items():
+            term = symbol(g) * sp.sympify(partial).xreplace(self.stored)
+            result[operand] = (to_numpy(term), {s.name for s in term.free_symbols})
+        return result
+
+
+class _Tensor:
+    """Rules of the tensor table: formula templates."""
+
+    def forward(self, node):
+        return _fill(TENSOR_OPS[node.op].forward, node, None)
+
+    def adjoints(self, node, g, active):
+        op = TENSOR_OPS[node.op]
+        result = {}
+        for i, (operand, formula) in enumerate(zip(node.operands, op.vjps)):
+            if formula is None or not isinstance(operand, str) or operand not in active:
+                continue
+            code = _fill(formula, node, g)
+            reads = {_field_name(f, node, g) for f in op.fields(formula)}
+            if operand in result:   # the same operand twice: add the contributions
+                code = f"{result[operand][0]} + {code}"
+                reads |= result[operand][1]
+            result[operand] = (code, reads)
+        return result
+
+
+def _field_name(field, node, g):
+    if field.isdigit():
+        return str(node.operands[int(field)])
+    return {"out": node.name, "g": g}.get(field, node.attrs.get("aux", {}).get(field, field))
+
+
+def _fill(formula, node, g):
+    values = {"out": node.name, "g": g, **node.attrs.get("aux", {})}
+    return formula.format(*node.operands, **values)
+
+
+def targets(node):
+    """The names a node's forward statement assigns: its own, then its aux values."""
+    return ", ".join([node.name, *node.attrs.get("aux", {}).values()])
+
+
 def schedule(graph):
     """The forward and backward statements of `graph`."""
     result = Schedule(output=graph.output)
     needed = graph.ancestors(graph.output)
     computed = [n for n in graph if n.op != "input" and n.name in needed]
-    stored = {}                                   # evaluated forward expression -> its name
+    elementwise, tensor = _Elementwise({}), _Tensor()
+    rules = {n.name: (tensor if n.op in TENSOR_OPS else elementwise) for n in computed}
     for node in computed:
-        expr = forward_expr(node)
-        result.forward.append(Statement(node.name, to_numpy(expr)))
-        if node.op != "identity":
-            stored.setdefault(expr.doit(), symbol(node.name))
+        result.forward.append(Statement(targets(node), rules[node.name].forward(node)))
 
     active = needed & graph.descendants(graph.wrt)
-    namer = Namer(graph.nodes)
+    namer = Namer(list(graph.nodes) + [a for n in graph for a in n.attrs.get("aux", {}).values()])
     adjoint = {}                                  # node name -> adjoint variable name
     out = graph.output
     result.seed = adjoint[out] = namer.adjoint(out, out)
-    forward_text = {s.target: s.code for s in result.forward}
+    forward_text = {n.name: s.code for n, s in zip(computed, result.forward)}
     reads = set()
     for node in reversed(computed):
         if node.name not in active:
             continue
-        g = symbol(adjoint[node.name])
-        out_sym = symbol(node.name)
-        args = [_operand_expr(o) for o in node.operands]
-        partials = PRIMITIVES[node.op].local_partials(out_sym, args)
-        # Sum the partials of an operand that appears more than once (x*x).
-        per_operand = {}
-        for operand, partial in zip(node.operands, partials):
-            if isinstance(operand, str) and operand in active:
-                per_operand[operand] = per_operand.get(operand, 0) + partial
-        for operand, partial in per_operand.items():
-            term = g * sp.sympify(partial).xreplace(stored)
-            reads.update(s.name for s in term.free_symbols)
-            contribution = to_numpy(term)
+        g = adjoint[node.name]
+        for operand, (code, used) in rules[node.name].adjoints(node, g, active).items():
+            reads |= used
             step = (f"d{out}/d{operand} += d{out}/d{node.name} * d{node.name}/d{operand}"
-                    f"   ({node.name} = {forward_text[node.name]})")
+                    f"   ({targets(node)} = {forward_text[node.name]})")
             if operand in adjoint:
                 name = adjoint[operand]
-                result.backward.append(Statement(name, f"{name} + {_parenthesize(contribution)}", step))
+                result.backward.append(Statement(name, f"{name} + {_parenthesize(code)}", step))
             else:
                 name = adjoint[operand] = namer.adjoint(out, operand)
-                result.backward.append(Statement(name, contribution, step))
+                result.backward.append(Statement(name, code, step))
 
     result.grads = [(name, adjoint[name]) for name in graph.wrt]
-    result.cache = [n.name for n in graph if n.name in reads and n.name in needed]
+    forward_names = {}
+    for node in graph:
+        if node.name in needed:
+            for name in [node.name, *node.attrs.get("aux", {}).values()]:
+                forward_names[name] = True
+    result.cache = [n for n in forward_names if n in reads]
     return result
 
 

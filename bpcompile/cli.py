@@ -56,7 +56,7 @@ def _parser():
     p.add_argument("--data", default="digits", help="digits (embedded), PATH.npz, or an MNIST folder")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--batch-size", dest="batch_size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", help="write the trained parameters here (.npz)")
     p.add_argument("--plot", help="write the training curves here (.png)")

@@ -80,3 +80,108 @@ def render_program(sched, graph, spec_text, source=None):
         backward=aligned(sched.backward),
         grads=sched.grads,
     )
+
+
+@lru_cache(maxsize=None)
+def helper_blocks():
+    """name -> source of every helper function in templates/helpers/*.py."""
+    blocks = {}
+    for path in sorted((templates_dir() / "helpers").glob("*.py")):
+        parts = re.split(r"^# --- (\w+)\n", path.read_text(encoding="utf-8"), flags=re.M)
+        for name, body in zip(parts[1::2], parts[2::2]):
+            blocks[name] = body.strip()
+    return blocks
+
+
+def helpers_for(names):
+    """Helper sources for `names`, in a stable order."""
+    blocks = helper_blocks()
+    return [blocks[n] for n in sorted(set(names))]
+
+
+def render_layers(compiler, sched, graph, spec_text, source=None):
+    """The standalone module of a layer spec."""
+    from .tensor_ops import TENSOR_OPS
+
+    params = compiler.params
+    param_of = {p.var: p for p in params}
+
+    def used_params(lines):
+        words = set(re.findall(r"\b\w+\b", "\n".join(lines)))
+        return [p for p in params if p.var in words]
+
+    forward = [f"{s.target} = {s.code}" for s in sched.forward]
+    logits_needed = graph.ancestors(compiler.logits)
+    predict = [f"{s.target} = {s.code}" for s in sched.forward
+               if s.target.split(",")[0] in logits_needed]
+    backward_body = ["# backward (reverse topological order)",
+                     f"{sched.seed} = 1.0"] + aligned(sched.backward)
+    helpers = [h for node in graph if node.op in TENSOR_OPS for h in TENSOR_OPS[node.op].helpers]
+    link = compiler.link
+    if link == "softmax":
+        helpers.append("_softmax")
+        predict_return, predict_text = f"_softmax({compiler.logits})", "Class probabilities"
+    elif link == "sigmoid":
+        helpers.append("_sigmoid")
+        predict_return, predict_text = f"_sigmoid({compiler.logits})", "Probabilities"
+    else:
+        predict_return, predict_text = compiler.logits, "Outputs"
+    cache = [n for n in sched.cache if n not in param_of]
+    shape_text = ", ".join(map(str, compiler.input_shape))
+    loss_text = {
+        "softmax_cross_entropy": "softmax cross-entropy from the logits (log-sum-exp), mean over the batch; "
+                                 "y holds class ids",
+        "sigmoid_binary_cross_entropy": "binary cross-entropy of sigmoid(logits), computed from the "
+                                        "logits, summed over outputs and averaged over the batch",
+        "mse": "squared error / 2, summed over outputs and averaged over the batch",
+    }[compiler.loss]
+    l2 = compiler.spec.get("l2", default=0)
+    if l2:
+        loss_text += f", plus {l2!r}/2 * the sum of squared weights (not biases)"
+    return render(
+        "layers.py.j2",
+        source=source_label(source),
+        sha256=sha256(spec_text),
+        name=compiler.name,
+        dtype=compiler.dtype,
+        summary=_summary(compiler, graph),
+        loss=compiler.loss,
+        loss_text=loss_text,
+        input_shape=repr(tuple(compiler.input_shape)),
+        input_shape_text=shape_text,
+        input_ndim=len(compiler.input_shape) + 1,
+        classes=compiler.classes,
+        params=[_param_view(p) for p in params],
+        param_var={p.key: p.var for p in params},
+        forward=forward,
+        forward_params=used_params(forward),
+        cache=cache,
+        backward_body=backward_body,
+        backward_params=used_params(backward_body),
+        grads=[(param_of[name].key, g) for name, g in sched.grads],
+        predict=predict,
+        predict_params=used_params(predict),
+        predict_return=predict_return,
+        predict_text=predict_text,
+        helpers=helpers_for(helpers),
+    )
+
+
+def _param_view(p):
+    return {"key": p.key, "var": p.var, "shape": repr(tuple(p.shape)), "fan_in": p.fan_in,
+            "fan_out": p.fan_out, "is_weight": p.is_weight}
+
+
+def _summary(compiler, graph):
+    def shape(s):
+        return "(" + ", ".join(map(str, s)) + ")"
+    lines = [f"x{'':<12} input          {shape(('B',) + compiler.input_shape)}"]
+    by_layer = {}
+    for node in graph:
+        if node.line:
+            by_layer[node.line] = node
+    for layer in compiler.layers:
+        node = by_layer.get(layer.index)
+        lines.append(f"{layer.name:<13} {layer.kind:<14} {shape(node.shape) if node else ''}")
+    lines.append(f"{'J':<13} {compiler.loss}")
+    return lines

@@ -1,0 +1,297 @@
+"""Layer specs (MLPs) -> tensor computation graph -> standalone module.
+
+A layer is a rewrite into primitives: `linear` into one `linear` node,
+`sigmoid`/`tanh`/`relu`/`softplus` into one elementwise node, `activation`
+into the elementwise nodes of its expression (parsed by the safe parser), and
+the loss into one fused node whose adjoint is the lecture's simple form
+((p - onehot(y))/B for softmax cross-entropy).  Shapes are inferred here, so a
+mismatch is a compile-time error that names the layer and its YAML line.
+"""
+
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from . import codegen
+from .autodiff import schedule
+from .errors import SpecError
+from .frontend import _Lowering
+from .ir import Graph, Node
+from .naming import Namer
+from .parser import check_identifier, parse_expression, symbol, Assignment
+
+LAYER_SPEC_KEYS = {"name", "dtype", "input", "layers", "loss", "l2", "train", "description"}
+TRAIN_KEYS = {"epochs", "lr", "batch_size"}
+DTYPES = ("float32", "float64")
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "softplus")
+LOSSES = {
+    # loss -> (link applied by predict, what the targets are)
+    "softmax_cross_entropy": "softmax",
+    "sigmoid_binary_cross_entropy": "sigmoid",
+    "mse": "identity",
+}
+
+
+@dataclass
+class Layer:
+    index: int          # 1-based position in `layers:`
+    kind: str
+    name: str
+    options: dict = field(default_factory=dict)
+
+    def label(self):
+        return f"layer {self.index} ({self.name})"
+
+
+@dataclass
+class Param:
+    key: str            # "linear1.W": the name in PARAMS and in the params dict
+    var: str            # "linear1_W": the variable in generated code
+    shape: tuple
+    fan_in: int = 0
+    fan_out: int = 0
+    is_weight: bool = True
+
+
+class LayerCompiler:
+    """Walks `layers:` once, adding nodes and inferring shapes."""
+
+    def __init__(self, spec):
+        self.spec = spec
+        spec.check_keys(LAYER_SPEC_KEYS)
+        self.name = spec.get("name", default="model")
+        try:
+            check_identifier(self.name, "name")
+        except SpecError as err:
+            raise spec.error(err.message, "name") from None
+        self.dtype = spec.get("dtype", default="float32")
+        if self.dtype not in DTYPES:
+            raise spec.error(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}", "dtype")
+        self.input_shape = self._input_shape()
+        self.graph = Graph(self.name)
+        self.namer = Namer(["x", "y", "B", "J", "p", "s"])
+        self.params = []
+        self.layers = []
+
+    # --- spec reading ---------------------------------------------------------------
+    def _input_shape(self):
+        shape = self.spec.get("input")
+        if shape is None:
+            raise self.spec.error("missing `input:` (the shape of one example, e.g. [64])")
+        if isinstance(shape, int) and not isinstance(shape, bool):
+            shape = [shape]
+        if (not isinstance(shape, list) or not shape
+                or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)):
+            raise self.spec.error(f"input must be a list of positive integers, got {shape!r}", "input")
+        return tuple(shape)
+
+    def _layer_entries(self):
+        entries = self.spec.get("layers")
+        if not isinstance(entries, list) or not entries:
+            raise self.spec.error("layers must be a non-empty list", "layers")
+        counts = {}
+        taken = set()
+        for i, entry in enumerate(entries):
+            kind, options = self._kind_and_options(i, entry)
+            counts[kind] = counts.get(kind, 0) + 1
+            name = options.pop("name", None)
+            if name is None:
+                name = f"{kind}{counts[kind]}"
+            else:
+                try:
+                    check_identifier(name, "layer name")
+                except SpecError as err:
+                    raise self.spec.error(f"layer {i + 1}: {err.message}", "layers", i) from None
+            if name in taken or name in ("x", "y", "B", "J", "p", "s"):
+                raise self.spec.error(f"layer {i + 1} ({name}): the name {name!r} is already used",
+                                      "layers", i)
+            taken.add(name)
+            yield Layer(i + 1, kind, name, options)
+
+    def _kind_and_options(self, i, entry):
+        if isinstance(entry, str):
+            return entry, {}
+        if isinstance(entry, dict) and len(entry) == 1:
+            kind, value = next(iter(entry.items()))
+            if not isinstance(kind, str):
+                raise self.spec.error(f"layer {i + 1}: the layer kind must be a name", "layers", i)
+            if value is None:
+                return kind, {}
+            if isinstance(value, dict):
+                return kind, dict(value)
+            return kind, {SHORT_OPTION.get(kind, "value"): value}
+        raise self.spec.error(f"layer {i + 1}: write a layer as `kind` or `kind: options` "
+                              f"(one key), got {entry!r}", "layers", i)
+
+    def error(self, layer, message, *path):
+        return self.spec.error(f"{layer.label()}: {message}", "layers", layer.index - 1,
+                               *(path and (layer.kind,) + path))
+
+    def _options(self, layer, allowed):
+        for key in layer.options:
+            if key not in allowed:
+                known = ", ".join(sorted(allowed | {"name"}))
+                raise self.error(layer, f"unknown option {key!r} for {layer.kind}; known: {known}")
+
+    # --- building ---------------------------------------------------------------------
+    def compile(self):
+        g = self.graph
+        current = g.add(Node("x", "input", shape=("B",) + self.input_shape, dtype=self.dtype, user=True))
+        for layer in self._layer_entries():
+            self.layers.append(layer)
+            builder = LAYER_KINDS.get(layer.kind)
+            if builder is None:
+                known = ", ".join(sorted(LAYER_KINDS))
+                raise self.spec.error(f"{layer.label()}: unknown layer kind {layer.kind!r}; "
+                                      f"known kinds: {known}", "layers", layer.index - 1)
+            current = builder(self, layer, current)
+        self._loss(current)
+        return self.graph
+
+    def param(self, layer, suffix, shape, fan_in=0, fan_out=0, is_weight=True):
+        key = f"{layer.name}.{suffix}"
+        var = self.namer.fresh(f"{layer.name}_{suffix}")
+        self.params.append(Param(key, var, shape, fan_in, fan_out, is_weight))
+        node = Node(var, "input", shape=shape, dtype=self.dtype, user=True, attrs={"param": key})
+        return self.graph.add(node)
+
+    def node(self, layer, op, operands, shape, name=None, **attrs):
+        name = self.namer.fresh(name or layer.name)
+        return self.graph.add(Node(name, op, tuple(operands), shape=shape, dtype=self.dtype,
+                                   attrs=attrs, line=layer.index))
+
+    def _loss(self, logits):
+        loss = self.spec.get("loss")
+        if loss is None:
+            raise self.spec.error(f"missing `loss:`; one of {', '.join(LOSSES)}")
+        if loss not in LOSSES:
+            raise self.spec.error(f"unknown loss {loss!r}; known losses: {', '.join(LOSSES)}", "loss")
+        last = self.layers[-1]
+        if len(logits.shape) != 2:
+            raise self.spec.error(f"loss {loss}: the last layer ({last.name}) gives shape "
+                                  f"{_shape_text(logits.shape)}; a loss needs (B, K)", "loss")
+        k = logits.shape[1]
+        if loss != "mse" and last.kind != "linear":
+            raise self.spec.error(
+                f"loss {loss} takes logits, but the last layer is {last.name} ({last.kind}); "
+                f"end with a linear layer (the loss applies its own {LOSSES[loss]})", "loss")
+        if loss == "softmax_cross_entropy" and k < 2:
+            raise self.spec.error("loss softmax_cross_entropy needs at least 2 classes, but the "
+                                  f"last layer has {k} output; use sigmoid_binary_cross_entropy", "loss")
+        self.loss, self.link, self.classes = loss, LOSSES[loss], k
+        self.logits = logits.name
+        g = self.graph
+        y_shape = ("B",) if loss == "softmax_cross_entropy" else ("B", k)
+        y_dtype = "int64" if loss == "softmax_cross_entropy" else self.dtype
+        g.add(Node("y", "input", shape=y_shape, dtype=y_dtype, user=True))
+        aux = {"p": "p"} if loss == "softmax_cross_entropy" else (
+            {"s": "s"} if loss == "sigmoid_binary_cross_entropy" else {})
+        l2 = self.spec.get("l2", default=0)
+        if isinstance(l2, bool) or not isinstance(l2, (int, float)) or l2 < 0:
+            raise self.spec.error(f"l2 must be a non-negative number, got {l2!r}", "l2")
+        weights = [p for p in self.params if p.is_weight]
+        data_name = "J" if not (l2 and weights) else self.namer.fresh("data_loss")
+        g.add(Node(data_name, loss, (logits.name, "y"), shape=(), dtype=self.dtype,
+                   attrs={"aux": aux}))
+        if l2 and weights:
+            squares = [self.graph.add(Node(self.namer.fresh(f"{p.var}_sq"), "sum_squares", (p.var,),
+                                           shape=(), dtype=self.dtype)).name for p in weights]
+            total = sp.Add(*[symbol(s) for s in squares], evaluate=False) if len(squares) > 1 \
+                else symbol(squares[0])
+            penalty = sp.Mul(sp.Float(l2 / 2), total, evaluate=False)
+            self.lower("l2_penalty", penalty, shape=())
+            self.lower("J", sp.Add(symbol(data_name), symbol("l2_penalty"), evaluate=False), shape=())
+        g.output = "J"
+        g.wrt = [p.var for p in self.params]
+
+    def lower(self, target, expr, shape, line=0):
+        """Add the elementwise nodes of `target = expr` (a SymPy expression)."""
+        before = set(self.graph.nodes)
+        self.namer.claim(target)
+        names = sorted(s.name for s in expr.free_symbols)
+        _Lowering(self.graph, self.namer).assignment(Assignment(target, expr, line, 1, names, {}))
+        for name in self.graph.nodes:
+            if name not in before:
+                self.graph.nodes[name].shape = shape
+                self.graph.nodes[name].dtype = self.dtype
+        return self.graph[target]
+
+
+SHORT_OPTION = {"linear": "out", "activation": "expr"}
+
+
+def _shape_text(shape):
+    return "(" + ", ".join(map(str, shape)) + ")"
+
+
+def _positive_int(compiler, layer, key):
+    value = layer.options.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise compiler.error(layer, f"{key} must be a positive integer, got {value!r}", key)
+    return value
+
+
+def _linear(compiler, layer, prev):
+    compiler._options(layer, {"out", "bias"})
+    if "out" not in layer.options:
+        raise compiler.error(layer, "missing `out:` (the number of outputs)")
+    out = _positive_int(compiler, layer, "out")
+    bias = layer.options.get("bias", True)
+    if not isinstance(bias, bool):
+        raise compiler.error(layer, f"bias must be true or false, got {bias!r}", "bias")
+    if len(prev.shape) != 2:
+        raise compiler.error(layer, f"linear needs a (B, features) input, got shape "
+                             f"{_shape_text(prev.shape)}; add a flatten layer before it")
+    n_in = prev.shape[1]
+    W = compiler.param(layer, "W", (out, n_in), fan_in=n_in, fan_out=out)
+    if bias:
+        b = compiler.param(layer, "b", (out,), is_weight=False)
+        return compiler.node(layer, "linear", (prev.name, W.name, b.name), ("B", out))
+    return compiler.node(layer, "linear_nobias", (prev.name, W.name), ("B", out))
+
+
+def _activation(kind):
+    def build(compiler, layer, prev):
+        compiler._options(layer, set())
+        return compiler.node(layer, kind, (prev.name,), prev.shape)
+    return build
+
+
+def _user_activation(compiler, layer, prev):
+    compiler._options(layer, {"expr"})
+    text = layer.options.get("expr")
+    if not isinstance(text, str):
+        raise compiler.error(layer, f"activation needs an expression in x, got {text!r}")
+    try:
+        expr, names, cols = parse_expression(text)
+    except SpecError as err:
+        path = ("layers", layer.index - 1, layer.kind) + (("expr",) if isinstance(
+            compiler.spec.get("layers", layer.index - 1, layer.kind), dict) else ())
+        located = compiler.spec.relocate(err, *path)
+        raise SpecError(f"{layer.label()}: {err.message}", located.file, located.line, located.col) from None
+    others = [n for n in names if n != "x"]
+    if others:
+        raise compiler.error(layer, f"an activation is an expression in x only; {others[0]!r} is unknown")
+    if "x" not in names:
+        raise compiler.error(layer, "the activation does not use x")
+    expr = expr.xreplace({symbol("x"): symbol(prev.name)})
+    name = compiler.namer.fresh(layer.name)
+    return compiler.lower(name, expr, prev.shape, line=layer.index)
+
+
+LAYER_KINDS = {
+    "linear": _linear,
+    "activation": _user_activation,
+    **{kind: _activation(kind) for kind in ACTIVATIONS},
+}
+
+
+def compile_layers(spec):
+    from .compiler import Compiled
+    compiler = LayerCompiler(spec)
+    graph = compiler.compile()
+    sched = schedule(graph)
+    source = codegen.render_layers(compiler, sched, graph, spec.text, spec.file)
+    compiled = Compiled(compiler.name, graph, sched, source, spec)
+    compiled.layers = compiler
+    return compiled

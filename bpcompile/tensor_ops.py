@@ -1,0 +1,50 @@
+"""The table of tensor primitives, like PyTorch's derivatives.yaml.
+
+Each entry gives the NumPy forward expression and, per operand, the
+vector-Jacobian product as a one-line formula in terms of the operands
+(`{0}`, `{1}`, ...), the node's value (`{out}`), extra values the forward
+statement also returns (`{p}`, `{s}`), and the incoming adjoint (`{g}`).
+Formulas that need more than one line call a helper function that the module
+template defines (`_softmax_cross_entropy`, `_onehot`, ...).  `None` marks an
+operand that is not differentiable (class ids, targets).
+"""
+
+import string
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class TensorOp:
+    name: str
+    forward: str                 # NumPy expression of the node's value(s)
+    vjps: tuple                  # one formula (or None) per operand
+    aux: tuple = ()              # names of extra values the forward also returns
+    helpers: tuple = ()          # template helper functions the code calls
+    comment: str = ""            # the chain-rule step, as the lecture writes it
+
+    def fields(self, formula):
+        """Placeholders a formula reads: operand indices, 'out', aux names, 'g'."""
+        return {f for _, f, _, _ in string.Formatter().parse(formula) if f is not None}
+
+
+TENSOR_OPS = {op.name: op for op in [
+    # a = h @ W.T + b, the lecture's a_j = sum_i alpha_ji x_i, for a batch of rows
+    TensorOp("linear", "{0} @ {1}.T + {2}",
+             ("{g} @ {1}", "{g}.T @ {0}", "{g}.sum(axis=0)")),
+    TensorOp("linear_nobias", "{0} @ {1}.T",
+             ("{g} @ {1}", "{g}.T @ {0}")),
+    # J = mean_b -log softmax(a)[b, y_b], computed with log-sum-exp
+    TensorOp("softmax_cross_entropy", "_softmax_cross_entropy({0}, {1})",
+             ("({p} - _onehot({1}, {p}.shape[1], {p}.dtype)) * ({g} / len({1}))", None),
+             aux=("p",), helpers=("_softmax_cross_entropy", "_onehot")),
+    # J = mean_b sum_k softplus(a) - y*a  (= -y log s - (1-y) log(1-s), from the logit)
+    TensorOp("sigmoid_binary_cross_entropy", "_sigmoid_binary_cross_entropy({0}, {1})",
+             ("({s} - {1}) * ({g} / len({1}))", None),
+             aux=("s",), helpers=("_sigmoid_binary_cross_entropy", "_sigmoid")),
+    # J = mean_b sum_k (a - y)**2 / 2
+    TensorOp("mse", "_mean_squared_error({0}, {1})",
+             ("({0} - {1}) * ({g} / len({1}))", None),
+             helpers=("_mean_squared_error",)),
+    # s = sum of squares, for the l2 penalty
+    TensorOp("sum_squares", "np.vdot({0}, {0})", ("(2 * {g}) * {0}",)),
+]}

@@ -1,0 +1,43 @@
+# Helper functions that generated modules include, one block per function,
+# separated by lines of the form `# --- name`.  Plain Python so it can be
+# linted and tested; each needs only NumPy.
+
+# --- _softmax_cross_entropy
+def _softmax_cross_entropy(a, y):
+    """(mean over the batch of -log softmax(a)[b, y_b], softmax(a)), via log-sum-exp."""
+    shifted = a - a.max(axis=1, keepdims=True)
+    e = np.exp(shifted)
+    total = e.sum(axis=1, keepdims=True)
+    J = np.mean(np.log(total[:, 0]) - shifted[np.arange(len(y)), y])
+    return J, e / total
+
+# --- _onehot
+def _onehot(y, classes, dtype):
+    """Rows of the identity: onehot[b, y_b] = 1."""
+    return np.eye(classes, dtype=dtype)[y]
+
+# --- _sigmoid
+def _sigmoid(a):
+    """1 / (1 + exp(-a)) without overflow: exp(-softplus(-a))."""
+    return np.exp(-np.logaddexp(0, -a))
+
+# --- _sigmoid_binary_cross_entropy
+def _sigmoid_binary_cross_entropy(a, y):
+    """(mean over the batch of the summed binary cross-entropy of sigmoid(a), sigmoid(a)).
+
+    -[y log s + (1-y) log(1-s)] = softplus(a) - y*a, which never takes log(0).
+    """
+    J = np.sum(np.logaddexp(0, a) - y * a) / len(a)
+    return J, _sigmoid(a)
+
+# --- _mean_squared_error
+def _mean_squared_error(a, y):
+    """Mean over the batch of sum_k (a - y)**2 / 2."""
+    d = (a - y).ravel()
+    return np.dot(d, d) / (2 * len(a))
+
+# --- _softmax
+def _softmax(a):
+    """Class probabilities, computed from shifted logits so exp cannot overflow."""
+    e = np.exp(a - a.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
