@@ -26,8 +26,7 @@ sys.path.insert(0, str(HERE))
 import handwritten_lenet5 as hw  # noqa: E402
 
 
-def load_kernels():
-    path = HERE.parent / "templates" / "kernels" / "conv.py"
+def load_kernels(path=HERE.parent / "templates" / "kernels" / "conv.py"):
     spec = importlib.util.spec_from_file_location("conv_kernels", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -35,6 +34,7 @@ def load_kernels():
 
 
 K = load_kernels()
+NO_TORCH = False
 
 
 def kernels_forward(p, x):
@@ -81,6 +81,8 @@ def kernels_sgd_step(p, x, y, lr):
 
 def make_torch(params, lr):
     """PyTorch CPU LeNet-5 with the same parameters, or None if torch is not importable."""
+    if NO_TORCH:
+        return None
     try:
         import torch
     except ImportError:
@@ -103,7 +105,7 @@ def make_torch(params, lr):
         loss = torch.nn.functional.cross_entropy(model(x), y)
         loss.backward()
         opt.step()
-        return float(loss)
+        return float(loss.detach())
 
     def forward(x):
         with torch.no_grad():
@@ -145,7 +147,13 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=30)
     ap.add_argument("--steps", type=int, default=10, help="calls per implementation per round")
+    ap.add_argument("--kernels", help="path of an alternative kernels file to time")
+    ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     args = ap.parse_args()
+    global K, NO_TORCH
+    if args.kernels:
+        K = load_kernels(pathlib.Path(args.kernels))
+    NO_TORCH = args.no_torch
 
     rng = np.random.default_rng(1)
     x = rng.standard_normal((args.batch, 1, 28, 28)).astype(np.float32)

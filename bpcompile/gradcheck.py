@@ -46,3 +46,48 @@ def check_module(module, args, h=1e-6):
         numeric = numerical_gradient(module.evaluate, args, index, h)
         errors[name] = relative_error(grad, numeric)
     return errors
+
+
+def layer_gradient_errors(module, params, x, y, max_entries=None, seed=0, h=1e-6):
+    """Norm-wise relative error of each parameter gradient of a layer module.
+
+    Compares `value_and_grad` with central differences of `forward`'s loss,
+    over every entry of every parameter, or over `max_entries` random
+    entries per parameter (the same entries on both sides).
+    """
+    rng = np.random.default_rng(seed)
+    _, grads = module.value_and_grad(params, x, y)
+    errors = {}
+    for key, value in params.items():
+        flat = value.reshape(-1)
+        entries = np.arange(flat.size)
+        if max_entries is not None and flat.size > max_entries:
+            entries = np.sort(rng.choice(flat.size, max_entries, replace=False))
+        numeric = np.empty(len(entries))
+        for k, i in enumerate(entries):
+            original = flat[i]
+            step = h * max(1.0, abs(original))
+            flat[i] = original + step
+            plus = module.forward(params, x, y)[0]
+            flat[i] = original - step
+            minus = module.forward(params, x, y)[0]
+            flat[i] = original
+            numeric[k] = (plus - minus) / (2 * step)
+        errors[key] = relative_error(grads[key].reshape(-1)[entries], numeric)
+    return errors
+
+
+def random_problem(module, batch=4, seed=0, scale=0.1):
+    """Random float64 parameters (init plus noise), inputs and targets for a layer module."""
+    rng = np.random.default_rng(seed)
+    params = module.init_params(seed)
+    for key in params:
+        params[key] = params[key] + rng.normal(0.0, scale, params[key].shape).astype(params[key].dtype)
+    x = rng.normal(size=(batch,) + tuple(module.INPUT_SHAPE)).astype(module.DTYPE)
+    if module.LOSS == "softmax_cross_entropy":
+        y = rng.integers(0, module.OUTPUTS, batch)
+    elif module.LOSS == "mse":
+        y = rng.normal(size=(batch, module.OUTPUTS)).astype(module.DTYPE)
+    else:
+        y = rng.integers(0, 2, (batch, module.OUTPUTS)).astype(module.DTYPE)
+    return params, x, y

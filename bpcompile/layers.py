@@ -142,7 +142,7 @@ class LayerCompiler:
             builder = LAYER_KINDS.get(layer.kind)
             if builder is None:
                 known = ", ".join(sorted(LAYER_KINDS))
-                raise self.spec.error(f"{layer.label()}: unknown layer kind {layer.kind!r}; "
+                raise self.spec.error(f"layer {layer.index} ({layer.kind}): unknown layer kind; "
                                       f"known kinds: {known}", "layers", layer.index - 1)
             current = builder(self, layer, current)
         self._loss(current)
@@ -294,4 +294,31 @@ def compile_layers(spec):
     source = codegen.render_layers(compiler, sched, graph, spec.text, spec.file)
     compiled = Compiled(compiler.name, graph, sched, source, spec)
     compiled.layers = compiler
+    compiled.check = lambda args: check_layer_spec(spec, args)
     return compiled
+
+
+def float64_module(spec):
+    """The spec's module compiled at float64, for finite-difference checks."""
+    from .compiler import load_module
+    data = dict(spec.data, dtype="float64")
+    spec64 = type(spec).__new__(type(spec))
+    spec64.__dict__.update(spec.__dict__, data=data)
+    compiler = LayerCompiler(spec64)
+    graph = compiler.compile()
+    source = codegen.render_layers(compiler, schedule(graph), graph, spec.text, spec.file)
+    return load_module(source, compiler.name)
+
+
+def check_layer_spec(spec, args):
+    """`bpcompile check` for a layer spec: float64 gradients vs central differences."""
+    from .gradcheck import layer_gradient_errors, random_problem
+    module = float64_module(spec)
+    params, x, y = random_problem(module, batch=3, seed=args.seed)
+    errors = layer_gradient_errors(module, params, x, y, max_entries=30, seed=args.seed)
+    for key, err in errors.items():
+        print(f"dJ/d{key}: relative error {err:.2e}")
+    worst = max(errors.values())
+    verdict = "ok" if worst <= args.tol else f"FAILED (tolerance {args.tol:g})"
+    print(f"max relative error {worst:.2e} (float64, batch 3, up to 30 entries per parameter): {verdict}")
+    return 0 if worst <= args.tol else 1

@@ -23,19 +23,20 @@ def conv_out_size(size, k, s, p):
     return (size + 2 * p - k) // s + 1
 
 
-def conv_band_rows(n_rows, row_cols, k_rows, n_out, budget_cols=None):
-    """Output rows per im2col band.
+def conv_band_rows(n_rows, row_cols, k_rows, n_out):
+    """Output rows per im2col band (each band is a (k_rows, rows * row_cols) matrix).
 
     Two measured effects on this class of machine (2 cores, OpenBLAS):
     * fresh memory is expensive: page-faulting a new 5 MB array costs ~4x the
       time of writing it, so the im2col matrix is built one band of output rows at
-      a time in a reused buffer (~1 MB) instead of all at once;
-    * OpenBLAS wakes its second thread above ~2**20 multiply-adds per call and
-      that costs ~0.1 ms, so thin products are cut below that size.
+      a time in a reused buffer of ~1 MB instead of all at once;
+    * OpenBLAS starts its second thread above 2**20 multiply-adds per call, which
+      makes a thin product such as 6 x 25 x 7000 three times slower than
+      6 x 25 x 6500; thin products are kept under that size.
     """
-    if budget_cols is None:
-        budget_cols = max(2 ** 20 // (n_out * k_rows), 2 ** 18 // k_rows)
-    return max(1, min(n_rows, budget_cols // row_cols))
+    thin_cols = 2 ** 20 // (n_out * k_rows)
+    band_cols = thin_cols if thin_cols >= 2048 else 2 ** 18 // k_rows
+    return max(1, min(n_rows, band_cols // row_cols))
 
 
 def conv_im2col_band(win, r0, r1, buf):
@@ -99,16 +100,16 @@ def conv2d_backward(dout, saved, W, need_dx=True):
     dxp = np.zeros(xp.shape, dtype=np.result_type(dout, W)) if need_dx else None
     for r0 in range(0, Ho, rows):
         r1 = min(Ho, r0 + rows)
-        d_band = d2[:, r0 * Wo * B:r1 * Wo * B]
-        dW += d_band @ conv_im2col_band(win, r0, r1, buf).T
-        if need_dx:
-            # Gradient of each im2col entry, scattered back: entry (c, i, j, h, w, b)
-            # came from padded pixel (c, h*sh + i, w*sw + j, b); for a fixed offset
-            # (i, j) these pixels form one strided slice of dxp.
-            dcols = (W2.T @ d_band).reshape(C, kh, kw, r1 - r0, Wo, B)
-            for i in range(kh):
-                for j in range(kw):
-                    dxp[:, r0 * sh + i:(r1 - 1) * sh + i + 1:sh, j:j + sw * (Wo - 1) + 1:sw] += dcols[:, i, j]
+        dW += d2[:, r0 * Wo * B:r1 * Wo * B] @ conv_im2col_band(win, r0, r1, buf).T
+    if need_dx:
+        # dx = col2im(W2.T @ d2), done one kernel offset (i, j) at a time so that no
+        # (C*kh*kw, N) matrix is materialised: the im2col entries of offset (i, j)
+        # came from the padded pixels (c, h*sh + i, w*sw + j, b), one strided slice.
+        tmp = np.empty((C, Ho * Wo * B), dtype=dxp.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                np.matmul(W[:, :, i, j].T, d2, out=tmp)
+                dxp[:, i:i + sh * (Ho - 1) + 1:sh, j:j + sw * (Wo - 1) + 1:sw] += tmp.reshape(C, Ho, Wo, B)
     dx = dxp[:, ph:ph + H, pw:pw + Wd].transpose(3, 0, 1, 2) if need_dx else None
     return dx, dW.reshape(W.shape), db
 
