@@ -85,6 +85,8 @@ class _Tensor:
 
     def adjoints(self, node, g, active):
         op = TENSOR_OPS[node.op]
+        if op.joint:
+            return self._joint(op, node, g, active)
         result = {}
         for i, (operand, formula) in enumerate(zip(node.operands, op.vjps)):
             if formula is None or not isinstance(operand, str) or operand not in active:
@@ -98,14 +100,24 @@ class _Tensor:
         return result
 
 
+    def _joint(self, op, node, g, active):
+        """One statement computes every operand's adjoint: {tuple of operands: (code, reads)}."""
+        wanted = tuple(isinstance(o, str) and o in active for o in node.operands)
+        flags = {f"need{i}": str(w) for i, w in enumerate(wanted)}
+        code = _fill(op.joint, node, g, flags)
+        reads = {_field_name(f, node, g) for f in op.fields(op.joint) if not f.startswith("need")}
+        return {tuple(o if w else None for o, w in zip(node.operands, wanted)): (code, reads)}
+
+
 def _field_name(field, node, g):
     if field.isdigit():
         return str(node.operands[int(field)])
     return {"out": node.name, "g": g}.get(field, node.attrs.get("aux", {}).get(field, field))
 
 
-def _fill(formula, node, g):
-    values = {"out": node.name, "g": g, **node.attrs.get("aux", {})}
+def _fill(formula, node, g, extra=None):
+    values = {"out": node.name, "g": g, **node.attrs.get("aux", {}), **node.attrs.get("fmt", {}),
+              **(extra or {})}
     return formula.format(*node.operands, **values)
 
 
@@ -135,10 +147,13 @@ def schedule(graph):
         if node.name not in active:
             continue
         g = adjoint[node.name]
+        where = f"({targets(node)} = {forward_text[node.name]})"
         for operand, (code, used) in rules[node.name].adjoints(node, g, active).items():
             reads |= used
-            step = (f"d{out}/d{operand} += d{out}/d{node.name} * d{node.name}/d{operand}"
-                    f"   ({targets(node)} = {forward_text[node.name]})")
+            if isinstance(operand, tuple):
+                result.backward.extend(_joint_statements(operand, code, node, adjoint, namer, out, where))
+                continue
+            step = f"d{out}/d{operand} += d{out}/d{node.name} * d{node.name}/d{operand}   {where}"
             if operand in adjoint:
                 name = adjoint[operand]
                 result.backward.append(Statement(name, f"{name} + {_parenthesize(code)}", step))
@@ -154,6 +169,24 @@ def schedule(graph):
                 forward_names[name] = True
     result.cache = [n for n in forward_names if n in reads]
     return result
+
+
+def _joint_statements(operands, code, node, adjoint, namer, out, where):
+    """`dJ_da, dJ_db = kernel(...)`, then additions for adjoints that already existed."""
+    names, later = [], []
+    for operand in operands:
+        if operand is None:
+            names.append("_")
+        elif operand in adjoint:
+            part = namer.fresh(f"d{out}_d{operand}_part")
+            names.append(part)
+            later.append(Statement(adjoint[operand], f"{adjoint[operand]} + {part}", f"accumulate {where}"))
+        else:
+            adjoint[operand] = namer.adjoint(out, operand)
+            names.append(adjoint[operand])
+    wanted = ", ".join(f"d{out}/d{o}" for o in operands if o)
+    step = f"{wanted} += d{out}/d{node.name} * (chain rule through {node.op})   {where}"
+    return [Statement(", ".join(names), code, step)] + later
 
 
 def _parenthesize(code):

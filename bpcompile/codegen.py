@@ -94,9 +94,30 @@ def helper_blocks():
 
 
 def helpers_for(names):
-    """Helper sources for `names`, in a stable order."""
+    """Helper sources for `names`, in a stable order; `kernels/x.py` includes a whole file."""
     blocks = helper_blocks()
-    return [blocks[n] for n in sorted(set(names))]
+    return [_kernel_file(n) if n.endswith(".py") else blocks[n] for n in sorted(set(names))]
+
+
+def _kernel_lines(name):
+    return (templates_dir() / name).read_text(encoding="utf-8").splitlines()
+
+
+def _is_import(line):
+    return line.startswith(("import ", "from "))
+
+
+@lru_cache(maxsize=None)
+def _kernel_file(name):
+    """A kernels file without its import lines (they go to the module's top)."""
+    return "\n".join(line for line in _kernel_lines(name) if not _is_import(line)).strip()
+
+
+def imports_for(names):
+    """Import lines the included kernel files need, beyond `import numpy as np`."""
+    lines = [line for n in sorted(set(names)) if n.endswith(".py")
+             for line in _kernel_lines(n) if _is_import(line)]
+    return [line for line in dict.fromkeys(lines) if line != "import numpy as np"]
 
 
 def render_layers(compiler, sched, graph, spec_text, source=None):
@@ -107,7 +128,8 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
     param_of = {p.var: p for p in params}
 
     def used_params(lines):
-        words = set(re.findall(r"\b\w+\b", "\n".join(lines)))
+        code = "\n".join(line.split("  # ")[0] for line in lines)
+        words = set(re.findall(r"\b\w+\b", code))
         return [p for p in params if p.var in words]
 
     forward = [f"{s.target} = {s.code}" for s in sched.forward]
@@ -164,6 +186,7 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
         predict_return=predict_return,
         predict_text=predict_text,
         helpers=helpers_for(helpers),
+        imports=imports_for(helpers),
     )
 
 

@@ -126,7 +126,7 @@ PRIMITIVES = {p.name: p for p in [
     Primitive("tanh", 1, _unevaluated(sp.tanh), lambda out, a: (1 - out ** 2,), "tanh"),
     Primitive("sigmoid", 1, _unevaluated(sigmoid), lambda out, a: (out * (1 - out),), "sigmoid"),
     Primitive("softplus", 1, _unevaluated(softplus), lambda out, a: (sigmoid(a),), "softplus"),
-    Primitive("relu", 1, _unevaluated(relu), lambda out, a: (step(a),), "relu"),
+    Primitive("relu", 1, _unevaluated(relu), lambda out, a: (step(out),), "relu"),
     Primitive("abs", 1, _unevaluated(sp.Abs), lambda out, a: (sp.sign(a),), "abs"),
     Primitive("max", 2, _unevaluated(sp.Max), _max_partials, "max"),
     Primitive("min", 2, _unevaluated(sp.Min), _min_partials, "min"),

@@ -20,7 +20,9 @@ class TensorOp:
     vjps: tuple                  # one formula (or None) per operand
     aux: tuple = ()              # names of extra values the forward also returns
     helpers: tuple = ()          # template helper functions the code calls
-    comment: str = ""            # the chain-rule step, as the lecture writes it
+    joint: str = ""              # one call returning every operand's adjoint (a tuple),
+                                 # for kernels that share work between them; `{needK}`
+                                 # says whether operand K's adjoint is wanted
 
     def fields(self, formula):
         """Placeholders a formula reads: operand indices, 'out', aux names, 'g'."""
@@ -47,4 +49,11 @@ TENSOR_OPS = {op.name: op for op in [
              helpers=("_mean_squared_error",)),
     # s = sum of squares, for the l2 penalty
     TensorOp("sum_squares", "np.vdot({0}, {0})", ("(2 * {g}) * {0}",)),
+    # the lecture's convolution (cross-correlation) and max-pooling, as im2col kernels
+    TensorOp("conv2d", "conv2d_forward({0}, {1}, {2}, {stride}, {padding})", (None, None, None),
+             aux=("saved",), helpers=("kernels/conv.py",),
+             joint="conv2d_backward({g}, {saved}, {1}, need_dx={need0})"),
+    TensorOp("maxpool2d", "maxpool2d_forward({0}, {kernel}, {stride})",
+             ("maxpool2d_backward({g}, {saved})",), aux=("saved",), helpers=("kernels/conv.py",)),
+    TensorOp("flatten", "{0}.reshape(len({0}), -1)", ("{g}.reshape({unflat})",)),
 ]}

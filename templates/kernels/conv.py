@@ -102,14 +102,21 @@ def conv2d_backward(dout, saved, W, need_dx=True):
         r1 = min(Ho, r0 + rows)
         dW += d2[:, r0 * Wo * B:r1 * Wo * B] @ conv_im2col_band(win, r0, r1, buf).T
     if need_dx:
-        # dx = col2im(W2.T @ d2), done one kernel offset (i, j) at a time so that no
-        # (C*kh*kw, N) matrix is materialised: the im2col entries of offset (i, j)
-        # came from the padded pixels (c, h*sh + i, w*sw + j, b), one strided slice.
-        tmp = np.empty((C, Ho * Wo * B), dtype=dxp.dtype)
-        for i in range(kh):
-            for j in range(kw):
-                np.matmul(W[:, :, i, j].T, d2, out=tmp)
-                dxp[:, i:i + sh * (Ho - 1) + 1:sh, j:j + sw * (Wo - 1) + 1:sw] += tmp.reshape(C, Ho, Wo, B)
+        # dx = col2im(W2.T @ d2), one kernel offset (i, j) at a time so that no
+        # (C*kh*kw, N) matrix is materialised: t = W[:, :, i, j].T @ d2 is the
+        # gradient of the im2col rows of offset (i, j), whose entries came from the
+        # padded pixels (c, h*sh + i, w*sw + j, b).  The row shifts i are summed
+        # first into u (C, Hp, W_out*B), where each target is a set of whole rows
+        # (long contiguous runs: ~3x faster adds than slices also cut along w);
+        # then u is added into dxp once per column shift j.
+        t = np.empty((C, Ho * Wo * B), dtype=dxp.dtype)
+        u = np.empty((C, xp.shape[1], Wo * B), dtype=dxp.dtype)
+        for j in range(kw):
+            u.fill(0)
+            for i in range(kh):
+                np.matmul(W[:, :, i, j].T, d2, out=t)
+                u[:, i:i + sh * (Ho - 1) + 1:sh] += t.reshape(C, Ho, Wo * B)
+            dxp[:, :, j:j + sw * (Wo - 1) + 1:sw] += u.reshape(C, xp.shape[1], Wo, B)
     dx = dxp[:, ph:ph + H, pw:pw + Wd].transpose(3, 0, 1, 2) if need_dx else None
     return dx, dW.reshape(W.shape), db
 
