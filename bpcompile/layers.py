@@ -329,11 +329,11 @@ def _conv2d(compiler, layer, prev):
     area = kernel[0] * kernel[1]
     W = compiler.param(layer, "W", (out_channels, channels) + kernel,
                        fan_in=channels * area, fan_out=out_channels * area)
+    operands = (prev.name, W.name)
     if bias:
-        b = compiler.param(layer, "b", (out_channels,), is_weight=False).name
-    else:
-        b = "None"
-    return compiler.node(layer, "conv2d", (prev.name, W.name, b), ("B", out_channels) + out_hw,
+        operands += (compiler.param(layer, "b", (out_channels,), is_weight=False).name,)
+    return compiler.node(layer, "conv2d" if bias else "conv2d_nobias", operands,
+                         ("B", out_channels) + out_hw,
                          aux={"saved": compiler.namer.fresh(f"{layer.name}_saved")},
                          fmt={"stride": repr(stride), "padding": repr(padding)})
 
