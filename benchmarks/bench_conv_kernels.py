@@ -65,15 +65,17 @@ def kernels_sgd_step(p, x, y, lr):
     dz /= B
     g = {}
     g["fc3_w"], g["fc3_b"] = dz.T @ h2, dz.sum(0)
-    dh2 = (dz @ p["fc3_w"]) * (h2 > 0)
+    dh2 = dz @ p["fc3_w"]
+    dh2 *= h2 > 0
     g["fc2_w"], g["fc2_b"] = dh2.T @ h1, dh2.sum(0)
-    dh1 = (dh2 @ p["fc2_w"]) * (h1 > 0)
+    dh1 = dh2 @ p["fc2_w"]
+    dh1 *= h1 > 0
     g["fc1_w"], g["fc1_b"] = dh1.T @ h0, dh1.sum(0)
     dp2 = (dh1 @ p["fc1_w"]).reshape(p2_shape)
     dr2 = K.maxpool2d_backward(dp2, sp2)
-    dp1, g["conv2_w"], g["conv2_b"] = K.conv2d_backward(dr2 * (c2 > 0), s2, p["conv2_w"])
+    dp1, g["conv2_w"], g["conv2_b"] = K.conv2d_backward(hw.relu_backward(dr2, c2), s2, p["conv2_w"])
     dr1 = K.maxpool2d_backward(dp1, sp1)
-    _, g["conv1_w"], g["conv1_b"] = K.conv2d_backward(dr1 * (c1 > 0), s1, p["conv1_w"], need_dx=False)
+    _, g["conv1_w"], g["conv1_b"] = K.conv2d_backward(hw.relu_backward(dr1, c1), s1, p["conv1_w"], need_dx=False)
     for name, grad in g.items():
         p[name] -= lr * grad
     return loss

@@ -99,6 +99,12 @@ def pool_backward(dout, cache):
     return dx
 
 
+def relu_backward(dout, z):
+    """Gradient of relu(z) given dout, computed in place in dout (a fresh array)."""
+    dout *= z > 0
+    return dout
+
+
 def forward(params, x):
     """Forward pass; returns (logits, caches)."""
     p = params
@@ -129,15 +135,17 @@ def sgd_step(params, x, y, lr):
     dz /= B
     g = {}
     g["fc3_w"], g["fc3_b"] = dz.T @ h2, dz.sum(0)
-    dh2 = (dz @ p["fc3_w"]) * (h2 > 0)
+    dh2 = dz @ p["fc3_w"]
+    dh2 *= h2 > 0
     g["fc2_w"], g["fc2_b"] = dh2.T @ h1, dh2.sum(0)
-    dh1 = (dh2 @ p["fc2_w"]) * (h1 > 0)
+    dh1 = dh2 @ p["fc2_w"]
+    dh1 *= h1 > 0
     g["fc1_w"], g["fc1_b"] = dh1.T @ h0, dh1.sum(0)
     dp2 = (dh1 @ p["fc1_w"]).reshape(p2_shape)
     dr2 = pool_backward(dp2, q2)
-    dp1, g["conv2_w"], g["conv2_b"] = conv_backward(dr2 * (c2 > 0), k2, p["conv2_w"])
+    dp1, g["conv2_w"], g["conv2_b"] = conv_backward(relu_backward(dr2, c2), k2, p["conv2_w"])
     dr1 = pool_backward(dp1, q1)
-    _, g["conv1_w"], g["conv1_b"] = conv_backward(dr1 * (c1 > 0), k1, p["conv1_w"], need_dx=False)
+    _, g["conv1_w"], g["conv1_b"] = conv_backward(relu_backward(dr1, c1), k1, p["conv1_w"], need_dx=False)
     for name, grad in g.items():
         p[name] -= lr * grad
     return loss

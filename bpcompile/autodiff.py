@@ -81,10 +81,10 @@ class _Tensor:
     """Rules of the tensor table: formula templates."""
 
     def forward(self, node):
-        return _fill(TENSOR_OPS[node.op].forward, node, None)
+        return _fill(tensor_op(node).forward, node, None)
 
     def adjoints(self, node, g, active):
-        op = TENSOR_OPS[node.op]
+        op = tensor_op(node)
         if op.joint:
             return self._joint(op, node, g, active)
         result = {}
@@ -109,6 +109,11 @@ class _Tensor:
         return {tuple(o if w else None for o, w in zip(node.operands, wanted)): (code, reads)}
 
 
+def tensor_op(node):
+    """The node's rule: its own (a compiled recurrent layer) or the table's."""
+    return node.attrs.get("rule") or TENSOR_OPS[node.op]
+
+
 def _field_name(field, node, g):
     if field.isdigit():
         return str(node.operands[int(field)])
@@ -126,13 +131,20 @@ def targets(node):
     return ", ".join([node.name, *node.attrs.get("aux", {}).values()])
 
 
-def schedule(graph):
-    """The forward and backward statements of `graph`."""
+def schedule(graph, seeds=None):
+    """The forward and backward statements of `graph`.
+
+    `seeds` maps output names to variables holding their incoming adjoints
+    (for a graph with several outputs, such as a recurrent cell's new states);
+    by default the one output gets the adjoint `d<out>_d<out>`.
+    """
     result = Schedule(output=graph.output)
-    needed = graph.ancestors(graph.output)
+    outputs = list(seeds) if seeds else [graph.output]
+    needed = set().union(*(graph.ancestors(o) for o in outputs))
     computed = [n for n in graph if n.op != "input" and n.name in needed]
     elementwise, tensor = _Elementwise({}), _Tensor()
-    rules = {n.name: (tensor if n.op in TENSOR_OPS else elementwise) for n in computed}
+    rules = {n.name: (tensor if n.op in TENSOR_OPS or "rule" in n.attrs else elementwise)
+             for n in computed}
     for node in computed:
         result.forward.append(Statement(targets(node), rules[node.name].forward(node)))
 
@@ -140,7 +152,11 @@ def schedule(graph):
     namer = Namer(list(graph.nodes) + [a for n in graph for a in n.attrs.get("aux", {}).values()])
     adjoint = {}                                  # node name -> adjoint variable name
     out = graph.output
-    result.seed = adjoint[out] = namer.adjoint(out, out)
+    if seeds:
+        for name, variable in seeds.items():
+            adjoint[name] = namer.claim(variable)
+    else:
+        result.seed = adjoint[out] = namer.adjoint(out, out)
     forward_text = {n.name: s.code for n, s in zip(computed, result.forward)}
     reads = set()
     for node in reversed(computed):
@@ -161,7 +177,7 @@ def schedule(graph):
                 name = adjoint[operand] = namer.adjoint(out, operand)
                 result.backward.append(Statement(name, code, step))
 
-    result.grads = [(name, adjoint[name]) for name in graph.wrt]
+    result.grads = [(name, adjoint.get(name)) for name in graph.wrt]
     forward_names = {}
     for node in graph:
         if node.name in needed:

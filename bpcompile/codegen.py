@@ -148,7 +148,8 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
         predict_return, predict_text = f"_sigmoid({compiler.logits})", "Probabilities"
     else:
         predict_return, predict_text = compiler.logits, "Outputs"
-    cache = [n for n in sched.cache if n not in param_of]
+    initial = {var for _, var, _ in compiler.states}
+    cache = [n for n in sched.cache if n not in param_of and n not in initial]
     shape_text = ", ".join(map(str, compiler.input_shape))
     loss_text = {
         "softmax_cross_entropy": "softmax cross-entropy from the logits (log-sum-exp), mean over the batch; "
@@ -180,7 +181,16 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
         cache=cache,
         backward_body=backward_body,
         backward_params=used_params(backward_body),
-        grads=[(param_of[name].key, g) for name, g in sched.grads],
+        grads=[(param_of[name].key, g) for name, g in sched.grads if name in param_of],
+        state_grads=[(key, dict(sched.grads).get(var) or f"np.zeros_like({var})")
+                     for key, var, _ in compiler.states],
+        sequence=compiler.sequence,
+        vocab=compiler.vocab,
+        states=compiler.states,
+        final_states=compiler.final_states,
+        functions=compiler.functions,
+        seq_args=", mask=None, state=None" if compiler.sequence else "",
+        seq_pass=", mask, state" if compiler.sequence else "",
         predict=predict,
         predict_params=used_params(predict),
         predict_return=predict_return,

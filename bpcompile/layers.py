@@ -67,15 +67,42 @@ class LayerCompiler:
         self.dtype = spec.get("dtype", default="float32")
         if self.dtype not in DTYPES:
             raise spec.error(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}", "dtype")
+        self.vocab = None
+        self.sequence = self._is_sequence()
         self.input_shape = self._input_shape()
         self.graph = Graph(self.name)
-        self.namer = Namer(["x", "y", "B", "J", "p", "s"])
+        self.namer = Namer(["x", "y", "B", "J", "p", "s", "n", "mask", "state"])
         self.params = []
         self.layers = []
+        self.functions = []          # generated recurrent-layer functions (source text)
+        self.states = []             # (state key, initial-state variable, size)
+        self.final_states = []       # (tuple variable, state keys)
+        self.counts = {}
+
+    def _is_sequence(self):
+        from .sequence_layers import SEQUENCE_KINDS
+        layers = self.spec.get("layers")
+        kinds = set()
+        for entry in layers if isinstance(layers, list) else []:
+            kinds.add(entry if isinstance(entry, str) else
+                      next(iter(entry)) if isinstance(entry, dict) and len(entry) == 1 else None)
+        return isinstance(self.spec.get("input"), dict) or bool(kinds & set(SEQUENCE_KINDS))
+
+    def next_name(self, layer):
+        """The next default name of `layer`'s kind (for stacked layers)."""
+        self.counts[layer.kind] = self.counts.get(layer.kind, 0) + 1
+        return self.namer.fresh(f"{layer.kind}{self.counts[layer.kind]}")
 
     # --- spec reading ---------------------------------------------------------------
     def _input_shape(self):
         shape = self.spec.get("input")
+        if isinstance(shape, dict):
+            self.spec.check_keys({"vocab"}, "input")
+            vocab = shape.get("vocab")
+            if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 1:
+                raise self.spec.error(f"input.vocab must be a positive integer, got {vocab!r}", "input")
+            self.vocab = vocab
+            return ()
         if shape is None:
             raise self.spec.error("missing `input:` (the shape of one example, e.g. [64])")
         if isinstance(shape, int) and not isinstance(shape, bool):
@@ -89,7 +116,7 @@ class LayerCompiler:
         entries = self.spec.get("layers")
         if not isinstance(entries, list) or not entries:
             raise self.spec.error("layers must be a non-empty list", "layers")
-        counts = {}
+        counts = self.counts
         taken = set()
         for i, entry in enumerate(entries):
             kind, options = self._kind_and_options(i, entry)
@@ -136,7 +163,12 @@ class LayerCompiler:
     # --- building ---------------------------------------------------------------------
     def compile(self):
         g = self.graph
-        current = g.add(Node("x", "input", shape=("B",) + self.input_shape, dtype=self.dtype, user=True))
+        if self.sequence:
+            x_dtype = "int64" if self.vocab else self.dtype
+            current = g.add(Node("x", "input", shape=("B", "T") + self.input_shape, dtype=x_dtype, user=True))
+            g.add(Node("mask", "input", shape=("B", "T"), dtype=self.dtype, user=True))
+        else:
+            current = g.add(Node("x", "input", shape=("B",) + self.input_shape, dtype=self.dtype, user=True))
         for layer in self._layer_entries():
             self.layers.append(layer)
             builder = LAYER_KINDS.get(layer.kind)
@@ -148,9 +180,9 @@ class LayerCompiler:
         self._loss(current)
         return self.graph
 
-    def param(self, layer, suffix, shape, fan_in=0, fan_out=0, is_weight=True):
-        key = f"{layer.name}.{suffix}"
-        var = self.namer.fresh(f"{layer.name}_{suffix}")
+    def param(self, layer, suffix, shape, fan_in=0, fan_out=0, is_weight=True, key_prefix=None):
+        key = f"{key_prefix or layer.name}.{suffix}"
+        var = self.namer.fresh(key.replace(".", "_"))
         self.params.append(Param(key, var, shape, fan_in, fan_out, is_weight))
         node = Node(var, "input", shape=shape, dtype=self.dtype, user=True, attrs={"param": key})
         return self.graph.add(node)
@@ -167,6 +199,8 @@ class LayerCompiler:
         if loss not in LOSSES:
             raise self.spec.error(f"unknown loss {loss!r}; known losses: {', '.join(LOSSES)}", "loss")
         last = self.layers[-1]
+        if self.sequence:
+            return self._sequence_loss(loss, logits, last)
         if len(logits.shape) != 2:
             raise self.spec.error(f"loss {loss}: the last layer ({last.name}) gives shape "
                                   f"{_shape_text(logits.shape)}; a loss needs (B, K)", "loss")
@@ -204,6 +238,22 @@ class LayerCompiler:
         g.output = "J"
         g.wrt = [p.var for p in self.params]
 
+    def _sequence_loss(self, loss, logits, last):
+        if loss != "softmax_cross_entropy":
+            raise self.spec.error("sequence specs support loss softmax_cross_entropy (per position)", "loss")
+        if len(logits.shape) != 3 or last.kind != "linear" or logits.shape[-1] < 2:
+            raise self.spec.error("loss softmax_cross_entropy takes per-step logits: end with a linear "
+                                  "layer of at least 2 outputs", "loss")
+        if self.spec.get("l2"):
+            raise self.spec.error("l2 is not supported for sequence specs yet", "l2")
+        self.loss, self.link, self.classes, self.logits = loss, "softmax", logits.shape[-1], logits.name
+        g = self.graph
+        g.add(Node("y", "input", shape=("B", "T"), dtype="int64", user=True))
+        g.add(Node("J", "softmax_cross_entropy_seq", (logits.name, "y", "mask"), shape=(),
+                   dtype=self.dtype, attrs={"aux": {"p": "p", "n": "n"}}))
+        g.output = "J"
+        g.wrt = [p.var for p in self.params] + [var for _, var, _ in self.states]
+
     def lower(self, target, expr, shape, line=0):
         """Add the elementwise nodes of `target = expr` (a SymPy expression)."""
         before = set(self.graph.nodes)
@@ -239,15 +289,18 @@ def _linear(compiler, layer, prev):
     bias = layer.options.get("bias", True)
     if not isinstance(bias, bool):
         raise compiler.error(layer, f"bias must be true or false, got {bias!r}", "bias")
-    if len(prev.shape) != 2:
+    per_step = compiler.sequence and len(prev.shape) == 3
+    if len(prev.shape) != 2 and not per_step:
         raise compiler.error(layer, f"linear needs a (B, features) input, got shape "
                              f"{_shape_text(prev.shape)}; add a flatten layer before it")
-    n_in = prev.shape[1]
+    n_in = prev.shape[-1]
     W = compiler.param(layer, "W", (out, n_in), fan_in=n_in, fan_out=out)
+    op = "linear_seq" if per_step else "linear"
+    shape = prev.shape[:-1] + (out,)
     if bias:
         b = compiler.param(layer, "b", (out,), is_weight=False)
-        return compiler.node(layer, "linear", (prev.name, W.name, b.name), ("B", out))
-    return compiler.node(layer, "linear_nobias", (prev.name, W.name), ("B", out))
+        return compiler.node(layer, op, (prev.name, W.name, b.name), shape)
+    return compiler.node(layer, op + "_nobias", (prev.name, W.name), shape)
 
 
 def _activation(kind):
@@ -358,7 +411,16 @@ def _flatten(compiler, layer, prev):
                          fmt={"unflat": repr((-1,) + tuple(prev.shape[1:]))})
 
 
+def _sequence_builders():
+    from . import sequence_layers
+    return {"embedding": sequence_layers.embedding,
+            **{kind: sequence_layers.recurrent for kind in sequence_layers.RECURRENT_KINDS}}
+
+
+SHORT_OPTION.update({"embedding": "dim"})
+
 LAYER_KINDS = {
+    **_sequence_builders(),
     "conv2d": _conv2d,
     "maxpool2d": _maxpool2d,
     "flatten": _flatten,

@@ -56,14 +56,17 @@ def symbol(name):
     return sp.Symbol(name, real=True)
 
 
-def parse_expression(text):
-    """One expression -> (SymPy expression, names in order of first use, name -> col)."""
+def parse_expression(text, matmul=None):
+    """One expression -> (SymPy expression, names in order of first use, name -> col).
+
+    `matmul(W, v)` builds `W @ v`; without it `@` is an error.
+    """
     tree = _parse(text, "eval")
-    builder = _Builder()
+    builder = _Builder(matmul)
     return builder.build(tree.body), builder.names, builder.name_cols
 
 
-def parse_program(text):
+def parse_program(text, matmul=None):
     """Program text (one `name = expression` per line) -> list of Assignment."""
     tree = _parse(text, "exec")
     assignments, lines_seen = [], set()
@@ -81,7 +84,7 @@ def parse_program(text):
             check_identifier(target.id, "variable")
         except SpecError as err:
             raise err.located(line=stmt.lineno, col=stmt.col_offset + 1) from None
-        builder = _Builder()
+        builder = _Builder(matmul)
         expr = builder.build(stmt.value)
         assignments.append(Assignment(target.id, expr, stmt.lineno, stmt.col_offset + 1,
                                       builder.names, builder.name_cols))
@@ -129,9 +132,10 @@ def _check_depth(tree):
 class _Builder:
     """Walks one checked expression tree and builds the SymPy expression."""
 
-    def __init__(self):
+    def __init__(self, matmul=None):
         self.names = []
         self.name_cols = {}
+        self.matmul = matmul
 
     def build(self, node):
         value = self._visit(node)
@@ -166,6 +170,13 @@ class _Builder:
                     return -operand
                 return sp.Mul(-1, operand, evaluate=False)
             raise self._error(node, f"unsupported operator {type(node.op).__name__}")
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult) and self.matmul:
+            if not isinstance(node.left, ast.Name):
+                raise self._error(node, "the left side of @ must be a parameter name")
+            left, right = self._visit(node.left), self._visit(node.right)
+            if _is_number(right):
+                raise self._error(node, "the right side of @ must be a vector, not a number")
+            return self.matmul(left, right)
         if isinstance(node, ast.BinOp):
             op = _BINARY.get(type(node.op))
             if op is None:

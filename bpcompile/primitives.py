@@ -56,6 +56,15 @@ class step(sp.Function):
         return sp.Piecewise((1, x > 0), (0, True))
 
 
+class select(sp.Function):
+    """a where m is nonzero, else b: how a masked (padding) step keeps its state."""
+
+    nargs = 3
+
+    def _eval_rewrite_as_exp(self, m, a, b, **kwargs):
+        return m * a + (1 - m) * b
+
+
 # --- the table -----------------------------------------------------------------
 
 def _unevaluated(cls):
@@ -130,6 +139,8 @@ PRIMITIVES = {p.name: p for p in [
     Primitive("abs", 1, _unevaluated(sp.Abs), lambda out, a: (sp.sign(a),), "abs"),
     Primitive("max", 2, _unevaluated(sp.Max), _max_partials, "max"),
     Primitive("min", 2, _unevaluated(sp.Min), _min_partials, "min"),
+    # masking: m is 0 or 1, so d/da = m and d/db = 1 - m
+    Primitive("select", 3, _unevaluated(select), lambda out, m, a, b: (0, m, 1 - m)),
     # derivatives taken by SymPy: one line each
     Primitive("sinh", 1, _unevaluated(sp.sinh), callable_as="sinh"),
     Primitive("cosh", 1, _unevaluated(sp.cosh), callable_as="cosh"),
@@ -145,5 +156,5 @@ SYMPY_HEADS = {
     sp.exp: "exp", sp.log: "log", sp.sin: "sin", sp.cos: "cos", sp.tan: "tan",
     sp.tanh: "tanh", sigmoid: "sigmoid", softplus: "softplus", relu: "relu",
     sp.Abs: "abs", sp.Max: "max", sp.Min: "min", sp.sinh: "sinh", sp.cosh: "cosh",
-    sp.atan: "arctan", sp.asinh: "arcsinh",
+    sp.atan: "arctan", sp.asinh: "arcsinh", select: "select",
 }

@@ -8,7 +8,7 @@ out of it, so nothing of a spec's raw text reaches generated code.
 import sympy as sp
 from sympy.printing.str import StrPrinter
 
-from .primitives import relu, sigmoid, softplus, step
+from .primitives import relu, select, sigmoid, softplus, step
 
 # SymPy function -> NumPy code template over the printed arguments.
 NUMPY_FUNCTIONS = {
@@ -30,6 +30,7 @@ NUMPY_FUNCTIONS = {
     softplus: "np.logaddexp(0, {0})",
     relu: "np.maximum({0}, 0)",
     step: "({0} > 0)",
+    select: "np.where({0}, {1}, {2})",
 }
 
 # Templates that are not a single call need parentheses in products and powers.

@@ -58,5 +58,18 @@ TENSOR_OPS = {op.name: op for op in [
              joint="conv2d_backward({g}, {saved}, {1}, need_dx={need0})[:2]"),
     TensorOp("maxpool2d", "maxpool2d_forward({0}, {kernel}, {stride})",
              ("maxpool2d_backward({g}, {saved})",), aux=("saved",), helpers=("kernels/conv.py",)),
+    # sequences: per-step linear maps, embeddings, [forward, backward] concatenation
+    TensorOp("linear_seq", "{0} @ {1}.T + {2}",
+             ("{g} @ {1}", "{g}.reshape(-1, {g}.shape[-1]).T @ {0}.reshape(-1, {0}.shape[-1])",
+              "{g}.sum(axis=(0, 1))")),
+    TensorOp("linear_seq_nobias", "{0} @ {1}.T",
+             ("{g} @ {1}", "{g}.reshape(-1, {g}.shape[-1]).T @ {0}.reshape(-1, {0}.shape[-1])")),
+    TensorOp("embedding", "{1}[{0}]", (None, "_embedding_grad({0}, {g}, {1}.shape[0])"),
+             helpers=("_embedding_grad",)),
+    TensorOp("concat_last", "np.concatenate([{0}, {1}], axis=-1)", ("{g}[..., :{n0}]", "{g}[..., {n0}:]")),
+    # J = sum over unmasked positions of -log softmax(a)[y] / their number n
+    TensorOp("softmax_cross_entropy_seq", "_masked_softmax_cross_entropy({0}, {1}, {2})",
+             ("({p} - _onehot({1}, {p}.shape[-1], {p}.dtype)) * ({2}[..., None] * ({g} / {n}))", None, None),
+             aux=("p", "n"), helpers=("_masked_softmax_cross_entropy", "_onehot")),
     TensorOp("flatten", "{0}.reshape(len({0}), -1)", ("{g}.reshape({unflat})",)),
 ]}

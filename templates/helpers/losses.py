@@ -39,5 +39,22 @@ def _mean_squared_error(a, y):
 # --- _softmax
 def _softmax(a):
     """Class probabilities, computed from shifted logits so exp cannot overflow."""
-    e = np.exp(a - a.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
+    e = np.exp(a - a.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+# --- _masked_softmax_cross_entropy
+def _masked_softmax_cross_entropy(a, y, mask):
+    """(mean of -log softmax(a)[y] over the positions where mask is 1, softmax(a), their number)."""
+    shifted = a - a.max(axis=-1, keepdims=True)
+    e = np.exp(shifted)
+    total = e.sum(axis=-1, keepdims=True)
+    nll = np.log(total[..., 0]) - np.take_along_axis(shifted, y[..., None], axis=-1)[..., 0]
+    n = max(mask.sum(), 1)
+    return np.sum(nll * mask) / n, e / total, n
+
+# --- _embedding_grad
+def _embedding_grad(ids, g, vocab):
+    """dJ/dE: each row of E gets the sum of the adjoints of the positions that read it."""
+    grad = np.zeros((vocab, g.shape[-1]), dtype=g.dtype)
+    np.add.at(grad, ids.ravel(), g.reshape(-1, g.shape[-1]))
+    return grad

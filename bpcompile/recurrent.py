@@ -1,0 +1,379 @@
+"""Recurrent layers: a cell written as equations, compiled into a loop over time.
+
+A recurrence is one construct, a scan: the cell's equations (parsed by the
+same safe parser, with `W @ v` for matrix-vector products) become a small
+graph for one time step, the generic scheduler gives its forward and adjoint
+statements, and this module wraps them in a forward loop over t (storing
+what the backward needs) and a reversed loop that carries the state
+adjoints (backpropagation through time).
+
+Two rewrites make the loop fast without knowing the cell:
+- every product `W @ x` with the layer input is taken out of the loop: the
+  weights of all of them are stacked side by side and one matmul computes
+  them for every time step at once (with the biases added to them);
+- the products with a previous state (`W_hi @ h_prev`, `W_hf @ h_prev`, ...)
+  are stacked so one matmul per step serves all gates.
+Their weight gradients are one matmul each after the backward loop.
+Masking: a padded step keeps the previous state, `h_next = where(m, h, h_prev)`.
+"""
+
+from dataclasses import dataclass, field
+
+import sympy as sp
+
+from .autodiff import schedule
+from .errors import SpecError
+from .frontend import _Lowering
+from .ir import Graph, Node
+from .naming import Namer
+from .parser import Assignment, parse_program, symbol
+from .tensor_ops import TensorOp
+
+
+class matvec(sp.Function):
+    """W @ v in a cell equation: a matrix times each example's vector."""
+
+    nargs = 2
+
+
+def _matmul(W, v):
+    return matvec(W, v, evaluate=False)
+
+
+# --- the built-in cells, by their equations -------------------------------------------
+
+def rnn_equations(nonlinearity):
+    return f"h = {nonlinearity}(W_xh @ x + W_hh @ h_prev + b_h)"
+
+
+def lstm_equations(peephole):
+    """The LSTM of Graves et al. (2013) as the lecture writes it; peepholes optional."""
+    ci, cf, co = ((" + w_ci * c_prev", " + w_cf * c_prev", " + w_co * c") if peephole else ("", "", ""))
+    return (f"i = sigmoid(W_xi @ x + W_hi @ h_prev{ci} + b_i)\n"
+            f"f = sigmoid(W_xf @ x + W_hf @ h_prev{cf} + b_f)\n"
+            f"c = f * c_prev + i * tanh(W_xc @ x + W_hc @ h_prev + b_c)\n"
+            f"o = sigmoid(W_xo @ x + W_ho @ h_prev{co} + b_o)\n"
+            f"h = o * tanh(c)\n")
+
+
+@dataclass
+class Cell:
+    """A parsed, checked cell: equations and parameters with their shapes."""
+
+    equations: list                      # Assignments, in order
+    states: list                         # state names, e.g. ["h", "c"]
+    output: str                          # the state the layer outputs (h)
+    hidden: int
+    input_size: int
+    params: dict = field(default_factory=dict)   # name -> shape, in order of appearance
+
+
+def parse_cell(text, states, hidden, input_size, output=None):
+    """Cell equation text -> Cell; SpecError (positions within `text`) when bad."""
+    assignments = parse_program(text, matmul=_matmul)
+    targets = [a.target for a in assignments]
+    for s in states:
+        if s not in targets:
+            raise SpecError(f"state {s!r} is not assigned by the equations")
+    defined = {"x"} | {f"{s}_prev" for s in states}
+    params = {}
+    matrices, vectors = {}, set()
+    for a in assignments:
+        if a.target in defined or a.target in ("x", "m"):
+            raise SpecError(f"{a.target!r} cannot be assigned in a cell", line=a.line, col=a.col)
+        for W, v in _products(a.expr):
+            if not isinstance(W, sp.Symbol) or W.name in defined or W.name in targets:
+                raise SpecError(f"the left side of @ must be a parameter, got {W}", line=a.line, col=a.col)
+            matrices[W.name] = input_size if v == symbol("x") else hidden
+        for name in a.names:
+            if name not in defined and name not in targets:
+                params.setdefault(name, None)
+                if name not in matrices:
+                    vectors.add(name)
+            elif name in targets and name not in defined:
+                line, col = a.name_cols[name]
+                raise SpecError(f"{name!r} is used before it is assigned", line=line, col=col)
+        defined.add(a.target)
+    for name in params:
+        if name in matrices and name in vectors and _used_elementwise(assignments, name):
+            raise SpecError(f"parameter {name!r} is used both as a matrix (@) and elementwise")
+        params[name] = (hidden, matrices[name]) if name in matrices else (hidden,)
+    output = output or states[0]
+    if output not in states:
+        raise SpecError(f"output {output!r} is not a state")
+    return Cell(assignments, list(states), output, hidden, input_size, params)
+
+
+def _products(expr):
+    return [(e.args[0], e.args[1]) for e in sp.preorder_traversal(expr) if isinstance(e, matvec)]
+
+
+def _used_elementwise(assignments, name):
+    s = symbol(name)
+    for a in assignments:
+        stripped = a.expr.replace(lambda e: isinstance(e, matvec), lambda e: sp.Integer(0))
+        if s in stripped.free_symbols:
+            return True
+    return False
+
+
+# --- from cell to loop ------------------------------------------------------------------------
+
+@dataclass
+class Slot:
+    """One stacked projection: rows [start, start+H) of a stacked weight."""
+
+    weight: str
+    bias: str = None
+    symbol: str = ""
+
+
+class ScanCompiler:
+    """Compiles one direction of one recurrent layer into forward/backward functions."""
+
+    def __init__(self, cell, fn, reverse=False):
+        self.cell, self.fn, self.reverse = cell, fn, reverse
+        self.H = cell.hidden
+        self.namer = Namer(["x", "m", "xs", "mask", "t", "k", "B", "T"] + list(cell.params)
+                           + [a.target for a in cell.equations]
+                           + [f"{s}_prev" for s in cell.states] + [f"{s}_next" for s in cell.states])
+        self.x_slots, self.h_slots, self.pairs = [], {}, 0
+        self.uses_x = False
+        self.graph = Graph(fn)
+        self._build()
+
+    # -- rewriting the projections into slots ------------------------------------------------
+    def _rewrite(self, expr, target):
+        """Replace W @ x and W @ s_prev by slot symbols; pair and fold inside sums."""
+        if isinstance(expr, sp.Add):
+            args = [self._rewrite(a, target) if not isinstance(a, matvec) else a for a in _terms(expr)]
+            xs = [a for a in args if isinstance(a, matvec) and a.args[1] == symbol("x")]
+            hs = [a for a in args if isinstance(a, matvec) and a.args[1] == symbol(f"{self.cell.states[0]}_prev")]
+            rest = [a for a in args if not any(a is b for b in xs + hs)]
+            new = []
+            if len(xs) == 1:
+                bias = next((r for r in rest if isinstance(r, sp.Symbol) and r.name in self.cell.params
+                             and len(self.cell.params[r.name]) == 1), None)
+                if bias is not None:
+                    rest = [r for r in rest if r is not bias]
+                if len(hs) == 1:
+                    name = self.namer.fresh(f"z_{target}")
+                    self.x_slots.insert(self.pairs, Slot(xs[0].args[0].name, bias and bias.name, name))
+                    self.h_slots.setdefault(self.cell.states[0], []).insert(
+                        self.pairs, Slot(hs[0].args[0].name, None, name))
+                    self.pairs += 1
+                    new.append(symbol(name))
+                    hs = []
+                else:
+                    name = self.namer.fresh(f"zx_{target}")
+                    self.x_slots.append(Slot(xs[0].args[0].name, bias and bias.name, name))
+                    new.append(symbol(name))
+                xs = []
+            rest = [self._slot(a, target) for a in xs + hs] + rest
+            args = new + rest
+            return args[0] if len(args) == 1 else sp.Add(*args, evaluate=False)
+        if isinstance(expr, matvec):
+            return self._slot(expr, target)
+        if not expr.args or expr.is_Number or expr.is_Symbol:
+            return expr
+        return expr.func(*[self._rewrite(a, target) for a in expr.args], evaluate=False)
+
+    def _slot(self, product, target):
+        W, v = product.args
+        if v == symbol("x"):
+            name = self.namer.fresh(f"zx_{target}")
+            self.x_slots.append(Slot(W.name, None, name))
+            return symbol(name)
+        for s in self.cell.states:
+            if v == symbol(f"{s}_prev"):
+                name = self.namer.fresh(f"zh_{target}")
+                self.h_slots.setdefault(s, []).append(Slot(W.name, None, name))
+                return symbol(name)
+        return product          # a product with a computed vector: stays in the loop
+
+    # -- the step graph --------------------------------------------------------------------------
+    def _build(self):
+        g = self.graph
+        cell = self.cell
+        rewritten = [(a, self._rewrite(a.expr, a.target)) for a in cell.equations]
+        self.step_inputs = ["m"] + [f"{s}_prev" for s in cell.states]
+        slot_names = [s.symbol for s in self.x_slots] + [
+            s.symbol for slots in self.h_slots.values() for s in slots]
+        self.generic = []       # (node name, W) of products computed in the loop
+        used = set()
+        for _, expr in rewritten:
+            used |= {s.name for s in expr.free_symbols}
+        self.uses_x = "x" in used
+        self.vector_params = [p for p in cell.params if p in used and len(cell.params[p]) == 1]
+        self.loop_matrices = sorted({W.name for _, e in rewritten for W, _ in _products(e)})
+        for name in dict.fromkeys(slot_names + self.step_inputs + (["x"] if self.uses_x else [])
+                                  + self.vector_params + self.loop_matrices):
+            g.add(Node(name, "input"))
+        lowering = _Lowering(g, self.namer)
+        for a, expr in rewritten:
+            expr = self._lower_products(expr, lowering, a)
+            self.namer.claim(a.target)
+            lowering.assignment(Assignment(a.target, expr, a.line, a.col, [], {}))
+        for s in cell.states:
+            lowering.assignment(Assignment(
+                f"{s}_next", _select(symbol("m"), symbol(s), symbol(f"{s}_prev")), 0, 1, [], {}))
+        g.output = "J"
+        g.wrt = [n for n in slot_names + [f"{s}_prev" for s in cell.states] + self.vector_params
+                 + self.loop_matrices + (["x"] if self.uses_x else []) if n in g.nodes]
+        self.schedule = schedule(g, seeds={f"{s}_next": f"dJ_d{s}_next" for s in cell.states})
+
+    def _lower_products(self, expr, lowering, a):
+        """Products with computed vectors become `matvec` nodes of the step graph."""
+        for product in [e for e in sp.postorder_traversal(expr) if isinstance(e, matvec)]:
+            W, v = product.args
+            if not isinstance(v, sp.Symbol):
+                v_name = self.namer.fresh(f"{W.name}_in")
+                lowering.assignment(Assignment(v_name, v, a.line, a.col, [], {}))
+                v = symbol(v_name)
+            name = self.namer.fresh(f"{W.name}_{v.name}")
+            self.graph.add(Node(name, "matvec", (v.name, W.name), attrs={"rule": MATVEC}))
+            expr = expr.xreplace({product: symbol(name)})
+        return expr
+
+    # -- what the template needs ---------------------------------------------------------------
+    def _slices(self, buffer, slots, offset=0):
+        H = self.H
+        return [f"{slot.symbol} = {buffer}[:, {(offset + k) * H}:{(offset + k + 1) * H}]"
+                for k, slot in enumerate(slots)]
+
+    def loop_top(self):
+        """Statements at the top of a forward step: the per-step projections as slots."""
+        first = self.cell.states[0]
+        x_slots, h_slots, P = self.x_slots, self.h_slots.get(first, []), self.pairs
+        lines = []
+        if P and len(x_slots) == P and len(h_slots) == P:
+            lines.append(f"_S = _X[:, t] + {first}_prev @ _Wh.T")
+            return lines + self._slices("_S", x_slots)
+        if x_slots:
+            lines.append("_Xt = _X[:, t]")
+        if h_slots:
+            lines.append(f"_Hp = {first}_prev @ _Wh.T")
+        H = self.H
+        for k in range(P):
+            lines.append(f"{x_slots[k].symbol} = _Xt[:, {k * H}:{(k + 1) * H}] + _Hp[:, {k * H}:{(k + 1) * H}]")
+        lines += self._slices("_Xt", x_slots[P:], P) + self._slices("_Hp", h_slots[P:], P)
+        for s, slots in self.h_slots.items():
+            if s != first:
+                lines.append(f"_Hp_{s} = {s}_prev @ _Wh_{s}.T")
+                lines += self._slices(f"_Hp_{s}", slots)
+        return lines
+
+    def loop_bottom(self):
+        """Backward-step statements after the cell's adjoints: projections' adjoints and carries."""
+        grads = dict(self.schedule.grads)
+        first = self.cell.states[0]
+        x_slots, h_slots, P = self.x_slots, self.h_slots.get(first, []), self.pairs
+        lines = []
+        zeros = "np.zeros((B, {H}), dout.dtype)".format(H=self.H)
+        adj = lambda name: grads.get(name) or zeros  # noqa: E731
+        if x_slots:
+            parts = ", ".join(adj(s.symbol) for s in x_slots)
+            lines.append(f"_dX[:, t] = np.concatenate([{parts}], axis=1)" if len(x_slots) > 1
+                         else f"_dX[:, t] = {adj(x_slots[0].symbol)}")
+        carries = {s: grads.get(f"{s}_prev") for s in self.cell.states}
+        for s, slots in self.h_slots.items():
+            suffix = "" if s == first else f"_{s}"
+            if s == first and P and len(x_slots) == P and len(h_slots) == P:
+                lines.append(f"_dHp{suffix} = _dX[:, t]")
+            else:
+                parts = ", ".join(adj(sl.symbol) for sl in slots)
+                lines.append(f"_dHp{suffix} = np.concatenate([{parts}], axis=1)" if len(slots) > 1
+                             else f"_dHp{suffix} = {adj(slots[0].symbol)}")
+            lines.append(f"_dHs{suffix}.append(_dHp{suffix})")
+            term = f"_dHp{suffix} @ _Wh{suffix}"
+            carries[s] = f"{carries[s]} + {term}" if carries[s] else term
+        for s in self.cell.states:
+            lines.append(f"carry_{s} = {carries[s] or zeros}")
+        for p in self.vector_params:
+            if grads.get(p):
+                lines.append(f"grad_{p} += np.sum({grads[p]}.reshape(-1, {self.H}), axis=0)")
+        for W in self.loop_matrices:
+            if grads.get(W):
+                lines.append(f"grad_{W} += {grads[W]}")
+        if self.uses_x and grads.get("x"):
+            lines.append(f"_dx_direct[:, t] = {grads['x']}")
+        return lines
+
+    def after_loop(self):
+        """Weight gradients of the stacked projections: one matmul each, after the loop."""
+        first = self.cell.states[0]
+        H, lines, names = self.H, [], {}
+        if self.x_slots:
+            n = len(self.x_slots) * H
+            lines += [f"_dWx = _dX.reshape(-1, {n}).T @ xs.reshape(-1, xs.shape[-1])",
+                      "_dbx = _dX.sum(axis=(0, 1))",
+                      "dxs = _dX @ _Wx if need_dx else None"]
+            for k, slot in enumerate(self.x_slots):
+                names[slot.weight] = f"_dWx[{k * H}:{(k + 1) * H}]"
+                if slot.bias:
+                    names[slot.bias] = f"_dbx[{k * H}:{(k + 1) * H}]"
+        else:
+            lines.append("dxs = np.zeros_like(xs) if need_dx else None")
+        if self.uses_x:
+            lines.append("dxs = _dx_direct if dxs is None else dxs + _dx_direct")
+        for s, slots in self.h_slots.items():
+            suffix = "" if s == first else f"_{s}"
+            lines.append(f"_dWh{suffix} = np.concatenate(_dHs{suffix}[::-1]).T @ "
+                         f"np.concatenate(saved_{s}_prev)")
+            for k, slot in enumerate(slots):
+                names[slot.weight] = f"_dWh{suffix}[{k * H}:{(k + 1) * H}]"
+        for p in self.vector_params + self.loop_matrices:
+            names.setdefault(p, f"grad_{p}")
+        for p in self.cell.params:
+            names.setdefault(p, f"np.zeros_like({p})")
+        return lines, [names[p] for p in self.cell.params]
+
+    def context(self, dtype):
+        cell, sched = self.cell, self.schedule
+        from .codegen import aligned
+        constant = set(self.vector_params + self.loop_matrices)
+        saved = [n for n in sched.cache if n not in constant and n != "m"]
+        for s in self.h_slots:
+            if f"{s}_prev" not in saved:
+                saved.append(f"{s}_prev")
+        after, param_grads = self.after_loop()
+        first = cell.states[0]
+        return {
+            "fn": self.fn, "H": self.H, "reverse": self.reverse,
+            "states": cell.states, "output": cell.output, "first": first,
+            "equations": [f"{a.target} = {_text(a.expr)}" for a in cell.equations],
+            "params": list(cell.params),
+            "x_slots": self.x_slots, "h_slots": self.h_slots,
+            "uses_x": self.uses_x,
+            "loop_top": self.loop_top(),
+            "forward": [f"{s.target} = {s.code}" for s in sched.forward],
+            "saved": saved,
+            "backward": aligned(sched.backward),
+            "loop_bottom": self.loop_bottom(),
+            "after_loop": after,
+            "param_grads": param_grads,
+            "vector_params": self.vector_params,
+            "loop_matrices": self.loop_matrices,
+        }
+
+
+def _terms(expr):
+    """The terms of a sum, through nested (unevaluated) sums."""
+    if isinstance(expr, sp.Add):
+        return [t for a in expr.args for t in _terms(a)]
+    return [expr]
+
+
+def _select(m, a, b):
+    from .primitives import select
+    return select(m, a, b, evaluate=False)
+
+
+def _text(expr):
+    from .printer import to_numpy
+    return to_numpy(expr.replace(lambda e: isinstance(e, matvec),
+                                 lambda e: sp.Symbol(f"{e.args[0]} @ {e.args[1]}")))
+
+
+# in-loop product with a computed vector; its weight gradient is accumulated per step
+MATVEC = TensorOp("matvec", "{0} @ {1}.T", ("{g} @ {1}", "{g}.T @ {0}"))

@@ -1,0 +1,141 @@
+"""Sequence layers: embedding and recurrent layers (rnn, lstm, user cells).
+
+Each recurrent layer (and each direction of a bidirectional one) becomes one
+graph node whose rule calls the forward/backward functions compiled from its
+cell by `recurrent.ScanCompiler`; the outer scheduler treats it like any
+other tensor primitive.
+"""
+
+from . import codegen
+from .errors import SpecError
+from .ir import Node
+from .recurrent import ScanCompiler, lstm_equations, parse_cell, rnn_equations
+from .tensor_ops import TensorOp
+
+RECURRENT_KINDS = ("rnn", "lstm", "recurrent")
+SEQUENCE_KINDS = RECURRENT_KINDS + ("embedding",)
+
+
+def _flag(compiler, layer, key, default=False):
+    value = layer.options.get(key, default)
+    if not isinstance(value, bool):
+        raise compiler.error(layer, f"{key} must be true or false, got {value!r}", key)
+    return value
+
+
+def embedding(compiler, layer, prev):
+    from .layers import _positive_int
+    compiler._options(layer, {"dim"})
+    if compiler.vocab is None or len(prev.shape) != 2:
+        raise compiler.error(layer, "embedding needs token ids: write `input: {vocab: N}`")
+    if "dim" not in layer.options:
+        raise compiler.error(layer, "missing `dim:` (the embedding size)")
+    dim = _positive_int(compiler, layer, "dim")
+    E = compiler.param(layer, "E", (compiler.vocab, dim), fan_in=1, fan_out=dim)
+    return compiler.node(layer, "embedding", (prev.name, E.name), ("B", "T", dim))
+
+
+def recurrent(compiler, layer, prev):
+    """rnn / lstm / recurrent: stacked layers and directions of one cell."""
+    from .layers import _positive_int
+    allowed = {"hidden", "bidirectional", "layers"}
+    allowed |= {"rnn": {"nonlinearity"}, "lstm": {"peephole"},
+                "recurrent": {"state", "equations", "output"}}[layer.kind]
+    compiler._options(layer, allowed)
+    if "hidden" not in layer.options:
+        raise compiler.error(layer, "missing `hidden:` (the state size)")
+    hidden = _positive_int(compiler, layer, "hidden")
+    depth = layer.options.get("layers", 1)
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise compiler.error(layer, f"layers must be a positive integer, got {depth!r}", "layers")
+    bidirectional = _flag(compiler, layer, "bidirectional")
+    text, states, output = _cell_text(compiler, layer)
+    if len(prev.shape) != 3:
+        raise compiler.error(layer, f"{layer.kind} needs a (B, T, features) input; got shape "
+                             f"({', '.join(map(str, prev.shape))})")
+    current = prev
+    for k in range(depth):
+        name = layer.name if k == 0 else compiler.next_name(layer)
+        outputs = []
+        for direction in (("fwd", "bwd") if bidirectional else (None,)):
+            outputs.append(_scan(compiler, layer, name, direction, text, states, output, hidden, current))
+        if len(outputs) == 2:
+            width = 2 * hidden
+            current = compiler.graph.add(Node(
+                compiler.namer.fresh(name), "concat_last", (outputs[0].name, outputs[1].name),
+                shape=("B", "T", width), dtype=compiler.dtype, line=layer.index,
+                attrs={"fmt": {"n0": str(hidden)}}))
+        else:
+            current = outputs[0]
+    return current
+
+
+def _cell_text(compiler, layer):
+    if layer.kind == "rnn":
+        nonlinearity = layer.options.get("nonlinearity", "tanh")
+        if nonlinearity not in ("tanh", "relu"):
+            raise compiler.error(layer, f"nonlinearity must be tanh or relu, got {nonlinearity!r}",
+                                 "nonlinearity")
+        return rnn_equations(nonlinearity), ["h"], "h"
+    if layer.kind == "lstm":
+        return lstm_equations(_flag(compiler, layer, "peephole")), ["h", "c"], "h"
+    text = layer.options.get("equations")
+    if not isinstance(text, str):
+        raise compiler.error(layer, "missing `equations:` (one `name = expression` per line)")
+    states = layer.options.get("state", ["h"])
+    if isinstance(states, str):
+        states = [states]
+    if not isinstance(states, list) or not states or not all(isinstance(s, str) for s in states):
+        raise compiler.error(layer, f"state must be a list of names, got {states!r}", "state")
+    from .parser import check_identifier
+    for s in states:
+        try:
+            check_identifier(s, "state")
+        except SpecError as err:
+            raise compiler.error(layer, err.message, "state") from None
+    output = layer.options.get("output", states[0])
+    return text, states, output
+
+
+def _scan(compiler, layer, name, direction, text, states, output, hidden, prev):
+    prefix = name if direction is None else f"{name}.{direction}"
+    var_prefix = prefix.replace(".", "_")
+    try:
+        cell = parse_cell(text, states, hidden, prev.shape[-1], output)
+    except SpecError as err:
+        if layer.kind == "recurrent":
+            path = ("layers", layer.index - 1, layer.kind, "equations")
+            located = compiler.spec.relocate(err, *path)
+            raise SpecError(f"{layer.label()}: {err.message}", located.file, located.line,
+                            located.col) from None
+        raise
+    fn = compiler.namer.fresh(var_prefix)
+    scan = ScanCompiler(cell, fn, reverse=direction == "bwd")
+    compiler.functions.append(codegen.render("scan.py.j2", **scan.context(compiler.dtype)))
+    g = compiler.graph
+    initial = []
+    for s in states:
+        var = compiler.namer.fresh(f"{var_prefix}_{s}0")
+        g.add(Node(var, "input", shape=("B", hidden), dtype=compiler.dtype,
+                   attrs={"state": f"{prefix}.{s}", "size": hidden}))
+        initial.append(var)
+        compiler.states.append((f"{prefix}.{s}", var, hidden))
+    params = []
+    for pname, shape in cell.params.items():
+        fan_in = shape[1] if len(shape) == 2 else 1
+        p = compiler.param(layer, pname, shape, fan_in=fan_in, fan_out=shape[0],
+                           is_weight=len(shape) == 2, key_prefix=prefix)
+        params.append(p.name)
+    operands = (prev.name, "mask", *initial, *params)
+    n = len(operands)
+    fields = ", ".join(f"{{{i}}}" for i in range(n))
+    param_fields = ", ".join(f"{{{i}}}" for i in range(2 + len(states), n))
+    rule = TensorOp(fn, f"{fn}_forward({fields})", (None,) * n, aux=("state", "saved"),
+                    joint=f"{fn}_backward({{g}}, {{saved}}, {{0}}, {{1}}, {param_fields}, need_dx={{need0}})")
+    node = g.add(Node(compiler.namer.fresh(var_prefix + "_out" if direction else name), "scan", operands,
+                      shape=("B", "T", hidden), dtype=compiler.dtype, line=layer.index,
+                      attrs={"rule": rule, "aux": {"state": compiler.namer.fresh(f"{fn}_state"),
+                                                   "saved": compiler.namer.fresh(f"{fn}_saved")},
+                             "states": [f"{prefix}.{s}" for s in states]}))
+    compiler.final_states.append((node.attrs["aux"]["state"], [f"{prefix}.{s}" for s in states]))
+    return node

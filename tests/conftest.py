@@ -1,0 +1,124 @@
+"""Shared helpers for the compiler tests: an independent finite-difference
+oracle, spec-file writing, and running the `bpcompile` command.
+
+Only helpers live here (no autouse fixtures), so the other test files of the
+project are unaffected.
+"""
+
+import ast
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+PROGRAM_EXAMPLES = ("quiz.yaml", "simple.yaml", "logistic_regression.yaml")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "wheel: builds the wheel and installs it into a fresh venv (slow, needs pip)")
+
+
+# --- finite differences (deliberately not bpcompile.gradcheck) ---------------------
+
+def fd_gradient(f, args, index, h=1e-3):
+    """d sum(f(*args)) / d args[index], fourth-order central differences, entry by entry."""
+    args = [np.array(a, dtype=np.float64) for a in args]
+    x = args[index]
+    grad = np.zeros_like(x)
+    flat, gflat = x.reshape(-1), grad.reshape(-1)
+
+    def total():
+        return float(np.sum(f(*args)))
+
+    for i in range(flat.size):
+        original = flat[i]
+        step = h * max(1.0, abs(original))
+        values = []
+        for k in (2, 1, -1, -2):
+            flat[i] = original + k * step
+            values.append(total())
+        flat[i] = original
+        f2, f1, m1, m2 = values
+        gflat[i] = (-f2 + 8 * f1 - 8 * m1 + m2) / (12 * step)
+    return grad
+
+
+def fd_elementwise(f, args, index, h=1e-3):
+    """Entry-wise derivative of an elementwise f with respect to args[index] (vectorized)."""
+    args = [np.array(a, dtype=np.float64) for a in args]
+    x = args[index]
+    step = h * np.maximum(1.0, np.abs(x))
+
+    def at(k):
+        shifted = list(args)
+        shifted[index] = x + k * step
+        return np.asarray(f(*shifted), dtype=np.float64)
+
+    return (-at(2) + 8 * at(1) - 8 * at(-1) + at(-2)) / (12 * step)
+
+
+def rel_err(analytic, numeric, floor=1e-12):
+    """Norm-wise relative error ||a - n|| / max(||a||, ||n||)."""
+    a = np.asarray(analytic, dtype=np.float64).ravel()
+    n = np.asarray(numeric, dtype=np.float64).ravel()
+    assert a.shape == n.shape, (a.shape, n.shape)
+    scale = max(np.linalg.norm(a), np.linalg.norm(n), floor)
+    return float(np.linalg.norm(a - n) / scale)
+
+
+def pointwise_rel_err(analytic, numeric, floor=1e-6):
+    """Largest entry-wise relative error |a - n| / max(|a|, |n|, floor)."""
+    a = np.asarray(analytic, dtype=np.float64)
+    n = np.asarray(numeric, dtype=np.float64)
+    assert a.shape == n.shape, (a.shape, n.shape)
+    return float(np.max(np.abs(a - n) / np.maximum(np.maximum(np.abs(a), np.abs(n)), floor)))
+
+
+# --- spec files and the command line -------------------------------------------------
+
+def write(path, text):
+    path = Path(path)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def bpcompile_command():
+    """The installed console script next to this interpreter, else `python -m bpcompile.cli`."""
+    script = Path(sys.executable).parent / "bpcompile"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "bpcompile.cli"]
+
+
+def run_bpcompile(*args, cwd=None, env=None, timeout=120):
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(bpcompile_command() + [str(a) for a in args], cwd=cwd, env=full_env,
+                          capture_output=True, timeout=timeout)
+
+
+# --- reading generated source --------------------------------------------------------
+
+def function_body(source, name):
+    """The ast statements of top-level function `name` in generated source."""
+    tree = ast.parse(source)
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return node.body
+    raise AssertionError(f"no function {name!r} in the generated source")
+
+
+def loaded_names(node):
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def assign_target(stmt):
+    assert isinstance(stmt, ast.Assign) and len(stmt.targets) == 1, ast.dump(stmt)
+    target = stmt.targets[0]
+    assert isinstance(target, ast.Name), ast.dump(stmt)
+    return target.id
