@@ -23,18 +23,18 @@ DTYPE = np.float32
 
 
 def init_params(seed):
-    """He-style random initial parameters (float32) in a dict of arrays."""
+    """LeCun-normal random initial parameters (float32) in a dict of arrays."""
     rng = np.random.default_rng(seed)
 
-    def he(shape, fan_in):
-        return (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(DTYPE)
+    def lecun(shape, fan_in):
+        return (rng.standard_normal(shape) / np.sqrt(fan_in)).astype(DTYPE)
 
     return {
-        "conv1_w": he((6, 1, 5, 5), 25), "conv1_b": np.zeros(6, DTYPE),
-        "conv2_w": he((16, 6, 5, 5), 150), "conv2_b": np.zeros(16, DTYPE),
-        "fc1_w": he((120, 400), 400), "fc1_b": np.zeros(120, DTYPE),
-        "fc2_w": he((84, 120), 120), "fc2_b": np.zeros(84, DTYPE),
-        "fc3_w": he((10, 84), 84), "fc3_b": np.zeros(10, DTYPE),
+        "conv1_w": lecun((6, 1, 5, 5), 25), "conv1_b": np.zeros(6, DTYPE),
+        "conv2_w": lecun((16, 6, 5, 5), 150), "conv2_b": np.zeros(16, DTYPE),
+        "fc1_w": lecun((120, 400), 400), "fc1_b": np.zeros(120, DTYPE),
+        "fc2_w": lecun((84, 120), 120), "fc2_b": np.zeros(84, DTYPE),
+        "fc3_w": lecun((10, 84), 84), "fc3_b": np.zeros(10, DTYPE),
     }
 
 

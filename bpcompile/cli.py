@@ -58,6 +58,9 @@ def _parser():
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--batch-size", dest="batch_size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--test", help="held-out CoNLL-U file for a tagger (default: the last 10%%)")
+    p.add_argument("--seq-len", dest="seq_len", type=int, default=None,
+                   help="truncated-BPTT chunk length for a language model")
     p.add_argument("--save", help="write the trained parameters here (.npz)")
     p.add_argument("--plot", help="write the training curves here (.png)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -8,7 +8,7 @@ import numpy as np
 from .compiler import compile_file, load_module
 from .errors import SpecError
 
-DEFAULTS = {"epochs": 10, "lr": 0.1, "batch_size": 32}
+DEFAULTS = {"epochs": 10, "lr": 0.1, "batch_size": 32, "seq_len": 35}
 
 
 def training_settings(spec, args):
@@ -16,10 +16,10 @@ def training_settings(spec, args):
     given = spec.get("train", default={}) or {}
     if not isinstance(given, dict):
         raise spec.error("train must map epochs/lr/batch_size to numbers", "train")
-    spec.check_keys({"epochs", "lr", "batch_size"}, "train") if given else None
+    spec.check_keys(set(DEFAULTS), "train") if given else None
     settings = {}
     for key, default in DEFAULTS.items():
-        value = getattr(args, key)
+        value = getattr(args, key, None)
         if value is None:
             value = given.get(key, default)
             kind = float if key == "lr" else int
@@ -52,6 +52,8 @@ def run_training(args):
         raise SpecError("train needs a layer spec (with `layers:` and `loss:`)", args.spec, 1, 1)
     settings = training_settings(compiled.spec, args)
     module = load_module(compiled.source, compiled.name)
+    if compiled.layers.sequence:
+        return run_sequence_training(compiled, module, settings, args)
     try:
         data = fit_to_module(module, datasets.load_dataset(args.data, dtype=compiled.layers.dtype))
     except (ValueError, OSError) as err:
@@ -80,4 +82,40 @@ def run_training(args):
     if args.plot:
         train.plot_curves(args.plot, history)
         print(f"curves written to {args.plot}")
+    return 0
+
+
+def run_sequence_training(compiled, module, settings, args):
+    """Tagger (CoNLL-U data) or language model (plain text), by the data file."""
+    from . import seqtrain, sequences, train
+    data = str(args.data)
+    if data == "digits":
+        raise SpecError("a sequence spec needs --data FILE.conllu (tagging) or FILE.txt (language "
+                        "modelling)", args.spec, 1, 1)
+    common = dict(epochs=settings["epochs"], lr=settings["lr"], batch_size=settings["batch_size"],
+                  seed=args.seed)
+    try:
+        if data.endswith((".conllu", ".conllu.gz")):
+            sentences = sequences.read_conllu(data)
+            test = sequences.read_conllu(args.test) if args.test else None
+            if test is None:
+                cut = max(1, len(sentences) // 10)
+                sentences, test = sentences[:-cut], sentences[-cut:]
+            print(f"training {compiled.name} on {data}: {len(sentences)} train / {len(test)} test "
+                  f"sentences", flush=True)
+            params, vocab, history = seqtrain.train_tagger(module, sentences, test, **common)
+        else:
+            tokens = sequences.read_text_tokens(data)
+            vocab = sequences.Vocabulary.build([tokens], max_size=int(module.VOCAB))
+            ids = vocab.encode(tokens)
+            cut = len(ids) * 9 // 10
+            print(f"training {compiled.name} on {data}: {cut} train / {len(ids) - cut} valid tokens, "
+                  f"vocabulary {len(vocab)}", flush=True)
+            params, history = seqtrain.train_language_model(
+                module, ids[:cut], ids[cut:], seq_len=settings["seq_len"], **common)
+    except (ValueError, OSError) as err:
+        raise SpecError(f"cannot train on {data}: {err}", args.spec, 1, 1) from None
+    if args.save:
+        train.save_params(args.save, params)
+        print(f"parameters written to {args.save}")
     return 0

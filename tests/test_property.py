@@ -2,7 +2,7 @@
 compiled, and the gradient compared with finite differences."""
 
 import numpy as np
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 import bpcompile
@@ -83,6 +83,9 @@ def test_random_expression_gradient_matches_finite_differences(text, values):
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=expressions, seed=st.integers(0, 2**32 - 1))
+@example(text="(x * y) * z", seed=0)
+@example(text="(x + y)", seed=1)
+@example(text="exp(sin(x)) + tanh(y) * z", seed=2)
 def test_random_expression_on_broadcast_arrays(text, seed):
     assume(any(name in text for name in NAMES))
     module = _compile(text)

@@ -32,14 +32,17 @@ def conv_out_size(size, k, s, p):
     return (size + 2 * p - k) // s + 1
 
 
-def conv_blas_cols(macs_per_col):
-    """Columns per BLAS call: below 2**19 multiply-adds (single-threaded), but at least 256."""
-    return max(256, 2 ** 19 // macs_per_col)
+def conv_blas_cols(n_cols, macs_per_col):
+    """Column block size for a product with n_cols columns: below 2**19 multiply-adds
+    per BLAS call (single-threaded) but at least 256 columns, blocks of equal size."""
+    step = max(256, 2 ** 19 // macs_per_col)
+    n_blocks = -(-n_cols // step)
+    return -(-n_cols // n_blocks)
 
 
 def conv_matmul_into(a, b, out):
     """out[...] = a @ b for a (m, k), b (k, n), in column blocks (see conv_blas_cols)."""
-    step = conv_blas_cols(a.shape[0] * a.shape[1])
+    step = conv_blas_cols(b.shape[1], a.shape[0] * a.shape[1])
     for s in range(0, b.shape[1], step):
         np.matmul(a, b[:, s:s + step], out=out[:, s:s + step])
 
@@ -50,7 +53,7 @@ def conv_gram_add(a, b, out):
     OpenBLAS runs a block of a @ b.T up to 1.6x faster when the operand with more
     rows comes first, e.g. (150 x 218) @ (218 x 16) rather than (16 x 218) @ (218 x 150).
     """
-    step = conv_blas_cols(a.shape[0] * b.shape[0])
+    step = conv_blas_cols(a.shape[1], a.shape[0] * b.shape[0])
     for s in range(0, a.shape[1], step):
         out += a[:, s:s + step] @ b[:, s:s + step].T
 
@@ -74,12 +77,12 @@ def conv_windows(xp, kh, kw, sh, sw):
     return sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
 
 
-def conv_band_rows(n_rows, row_cols, k_rows):
-    """Output rows per im2col band: about 2**17 numbers (512 kB in float32), at least one row.
+def conv_band_rows(n_rows, row_cols, k_rows, itemsize):
+    """Output rows per im2col band: about 512 kB of numbers, at least one row.
 
     Measured on LeNet-5: 1 MB bands page-faulted on every step, 512 kB ones did not.
     """
-    return max(1, min(n_rows, 2 ** 17 // (k_rows * row_cols)))
+    return max(1, min(n_rows, 2 ** 19 // (itemsize * k_rows * row_cols)))
 
 
 def conv_im2col_band(win, r0, r1, buf):
@@ -108,8 +111,8 @@ def conv2d_forward(x, W, b, stride, padding):
     W2 = W.reshape(O, C * kh * kw)
     # out = W2 @ im2col(x): one matrix product, evaluated band by band.
     out = np.empty((O, Ho * Wo * B), dtype=np.result_type(x, W))
-    rows = conv_band_rows(Ho, Wo * B, C * kh * kw)
-    buf = np.empty((C * kh * kw, rows * Wo * B), dtype=x.dtype)
+    rows = conv_band_rows(Ho, Wo * B, C * kh * kw, xp.itemsize)
+    buf = np.empty((C * kh * kw, rows * Wo * B), dtype=xp.dtype)
     for r0 in range(0, Ho, rows):
         r1 = min(Ho, r0 + rows)
         conv_matmul_into(W2, conv_im2col_band(win, r0, r1, buf), out[:, r0 * Wo * B:r1 * Wo * B])
@@ -129,7 +132,7 @@ def conv2d_backward(dout, saved, W, need_dx=True):
     # accumulated transposed (see conv_gram_add).
     dWt = np.zeros((C * kh * kw, O), dtype=np.result_type(dout, xp))
     win = conv_windows(xp, kh, kw, sh, sw)
-    rows = conv_band_rows(Ho, Wo * B, C * kh * kw)
+    rows = conv_band_rows(Ho, Wo * B, C * kh * kw, xp.itemsize)
     buf = np.empty((C * kh * kw, rows * Wo * B), dtype=xp.dtype)
     for r0 in range(0, Ho, rows):
         r1 = min(Ho, r0 + rows)
