@@ -27,7 +27,13 @@ slow patch of the machine affects both sides of a ratio alike.  Before timing,
 the contenders are checked to compute the same losses and parameters.
 
 Usage: python benchmarks/bench_mlp.py [--case a|b|both] [--rounds-a 31]
-           [--rounds-b 51] [--steps-b 10] [--no-torch]
+           [--rounds-b 51] [--steps-b 10] [--threads N] [--no-torch]
+
+By default the BLAS and PyTorch thread counts are left as they are.  On a
+shared 2-core machine a busy neighbour can make multi-threaded BLAS calls
+(case b) several times slower; `--threads 1` sets OPENBLAS_NUM_THREADS,
+OMP_NUM_THREADS and MKL_NUM_THREADS before NumPy is imported and calls
+torch.set_num_threads(1), which gives steadier numbers for every contender.
 """
 import argparse
 import gc
@@ -38,9 +44,24 @@ import platform
 import sys
 import time
 
-import numpy as np
 
-from bpcompile.compiler import compile_file, load_module
+def _threads_from_argv(argv):
+    """The value of --threads, read before NumPy is imported (BLAS reads it at import)."""
+    for i, arg in enumerate(argv):
+        if arg == "--threads" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--threads="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+if __name__ == "__main__" and _threads_from_argv(sys.argv[1:]):
+    for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[_var] = _threads_from_argv(sys.argv[1:])
+
+import numpy as np  # noqa: E402
+
+from bpcompile.compiler import compile_file, load_module  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 SPECS = HERE / "specs"
@@ -52,13 +73,15 @@ def load_generated(spec):
     return load_module(compiled.source, compiled.name)
 
 
-def load_torch(disabled):
+def load_torch(disabled, threads=None):
     if disabled:
         return None
     try:
         import torch
     except Exception:     # ImportError, or a broken installation
         return None
+    if threads:
+        torch.set_num_threads(threads)
     return torch
 
 
@@ -273,7 +296,7 @@ def environment(torch):
     lines = [f"python {platform.python_version()}, numpy {np.__version__}, "
              f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}"]
     if torch is not None:
-        lines.append(f"torch {torch.__version__}, {torch.get_num_threads()} threads (default)")
+        lines.append(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     else:
         lines.append("torch: not installed (torch columns skipped)")
     blas = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
@@ -508,8 +531,12 @@ def print_summary(summary):
         verdict = "met" if r_gh[0] <= TARGET else "NOT met"
         print(f"{case:18s} generated/handwritten time {r_gh[0]:.3f} (target <= {TARGET}: {verdict}); "
               f"generated fwd+bwd/fwd {r_fb[0]:.2f}")
-    print("Per-step times include each contender's Python call overhead; noisy rounds show up as a "
-          "large median/min above.")
+    worst = max(spread(ts) for _, _, times, _, _, _ in summary for ts in times.values())
+    print("Per-step times include each contender's Python call overhead.")
+    if worst > 1.3:
+        print(f"WARNING: the machine was busy (a median/min spread reached {worst:.2f}); the absolute "
+              "times are inflated and the ratios are less reliable than usual: rerun, perhaps with "
+              "--threads 1 or more rounds.")
 
 
 def main(argv=None):
@@ -522,10 +549,12 @@ def main(argv=None):
     parser.add_argument("--lr-a", type=float, default=0.1)
     parser.add_argument("--lr-b", type=float, default=0.01)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS/OpenMP/torch threads (command line only; default: leave as is)")
     parser.add_argument("--no-torch", action="store_true", help="skip PyTorch even if installed")
     args = parser.parse_args(argv)
 
-    torch = load_torch(args.no_torch)
+    torch = load_torch(args.no_torch, args.threads)
     print("bench_mlp: generated bpcompile modules vs hand-written NumPy"
           + (" vs PyTorch" if torch is not None else ""))
     for line in environment(torch):

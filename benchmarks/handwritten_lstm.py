@@ -85,7 +85,7 @@ def forward(p, x, y, mask=None, state=None):
         mt = np.ones((T, B), dt)
     else:
         mt = np.ascontiguousarray(mask.T, dtype=dt)
-    full = mt.all(axis=0) if B else np.ones(T, bool)      # steps with no padding
+    full = mt.all(axis=1) if B else np.ones(T, bool)      # steps with no padding
     keep = (mt == 0)[:, :, None]                          # where a step keeps the old state
 
     emb = E[xt]                                           # (T, B, D)
@@ -168,14 +168,12 @@ def backward(p, cache, embedding="dense"):
     dG = np.empty_like(G)
     dh = np.zeros((B, H), dt)                             # dJ/dh_next carried backwards
     dc = np.zeros((B, H), dt)
-    notkeep = None
     for t in range(T - 1, -1, -1):
         dh += dHout[t]
         if not full[t]:
-            m = mt[t][:, None]
-            notkeep = keep[t]
-            dh_keep = np.where(notkeep, dh, 0)
-            dc_keep = np.where(notkeep, dc, 0)
+            m = mt[t][:, None]                            # h_next = m*h + (1-m)*h_prev
+            dh_keep = np.where(keep[t], dh, 0)            # the part that goes to h_prev directly
+            dc_keep = np.where(keep[t], dc, 0)
             dh *= m
             dc *= m
         a = G[t]

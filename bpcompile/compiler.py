@@ -49,7 +49,7 @@ def compile_spec(spec):
 def compile_file(path):
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_bytes().decode("utf-8")     # bytes as they are: the header hashes them
     except (OSError, UnicodeDecodeError) as err:
         reason = getattr(err, "strerror", None) or str(err)
         raise SpecError(f"cannot read spec: {reason}", str(path), 1, 1) from None

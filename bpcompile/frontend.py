@@ -73,6 +73,9 @@ def check_program(assignments, inputs=None, output=None, wrt=None):
             raise SpecError(f"variable {a.target!r} is assigned but never used", line=a.line, col=a.col)
     _check_reaches_output(assignments, output)
 
+    if not inputs:
+        raise SpecError("the program is a constant (it has no inputs): there is nothing to differentiate",
+                        field="inputs")
     if wrt is None:
         wrt = list(inputs)
     else:

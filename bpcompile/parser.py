@@ -24,7 +24,10 @@ MAX_CONSTANT = 1e300     # magnitude of a folded constant
 
 IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 # Names the generated modules use for themselves.
-RESERVED = frozenset({"np", "cache", "seed", "grads", "params", "math"})
+RESERVED = frozenset({"np", "cache", "seed", "grads", "params", "math",
+                      # the generated modules' own names
+                      "evaluate", "forward", "backward", "value_and_grad", "predict", "sgd_step",
+                      "init_params", "INPUTS", "WRT", "PARAMS", "DTYPE"})
 
 _BINARY = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "pow"}
 
@@ -119,14 +122,15 @@ def _parse(text, mode):
 
 def _check_depth(tree):
     """Reject deeply nested expressions before anything recurses over them."""
-    stack = [(tree, 0)]
+    stack = [(tree, 0, (1, 1))]
     while stack:
-        node, depth = stack.pop()
+        node, depth, where = stack.pop()
+        if hasattr(node, "lineno"):       # operator nodes have no position: keep the parent's
+            where = (node.lineno, node.col_offset + 1)
         if depth > MAX_DEPTH + 2:
             raise SpecError(f"expression nested too deeply (more than {MAX_DEPTH} levels); "
-                            "split it into several assignments",
-                            line=getattr(node, "lineno", 1), col=getattr(node, "col_offset", 0) + 1)
-        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+                            "split it into several assignments", line=where[0], col=where[1])
+        stack.extend((child, depth + 1, where) for child in ast.iter_child_nodes(node))
 
 
 class _Builder:

@@ -77,6 +77,9 @@ class Spec:
             indent = len(content[0]) - len(content[0].lstrip()) if content else 0
             return first + 1, indent + col
         quote = 1 if isinstance(node, yaml.ScalarNode) and node.style in ('"', "'") else 0
+        if mark.line + line > node.end_mark.line + 1:
+            # escaped newlines ("a = 1\nb = 2"): the text's lines are not the file's
+            return mark.line + 1, mark.column + 1
         return mark.line + line, (mark.column + quote + col if line == 1 else col)
 
     def relocate(self, err, *path):

@@ -131,6 +131,18 @@ def test_check_rejects_a_bad_point(capsys):
     _one_error_line(capsys.readouterr().err, spec)
 
 
+def test_check_of_a_spec_without_inputs_does_not_crash(tmp_path):
+    # a constant has nothing to differentiate: a clean one-line error or a clean pass,
+    # never a traceback
+    spec = write(tmp_path / "const.yaml", "name: m\nexpr: 2*3 + 1\n")
+    result = run_bpcompile("check", spec)
+    output = (result.stdout + result.stderr).decode()
+    assert "Traceback" not in output, output
+    assert result.returncode in (0, 1)
+    if result.returncode == 1:
+        _one_error_line(result.stderr.decode(), spec)
+
+
 def test_check_in_a_real_process():
     result = run_bpcompile("check", EXAMPLES / "quiz.yaml")
     assert result.returncode == 0, result.stderr

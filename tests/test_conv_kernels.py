@@ -180,6 +180,45 @@ def test_conv_banded_and_blocked_paths_agree(monkeypatch):
     np.testing.assert_allclose(out2, naive_conv2d(x, W, b, stride, padding), rtol=1e-12, atol=1e-12)
 
 
+def einsum_conv2d_and_grads(x, W, b, stride, padding, dout):
+    """Independent reference at realistic sizes: einsum over a window view, and the
+    input gradient scattered with np.add.at (fine in a test)."""
+    (sh, sw), (ph, pw) = stride, padding
+    kh, kw = W.shape[2:]
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    win = np.lib.stride_tricks.sliding_window_view(xp, (kh, kw), axis=(2, 3))[:, :, ::sh, ::sw]
+    out = np.einsum("bchwij,ocij->bohw", win, W) + b[None, :, None, None]
+    dW = np.einsum("bchwij,bohw->ocij", win, dout)
+    db = dout.sum(axis=(0, 2, 3))
+    dwin = np.einsum("bohw,ocij->bchwij", dout, W)
+    dxp = np.zeros_like(xp)
+    Ho, Wo = out.shape[2:]
+    rows = (np.arange(Ho)[:, None, None, None] * sh + np.arange(kh)[None, None, :, None])
+    cols = (np.arange(Wo)[None, :, None, None] * sw + np.arange(kw)[None, None, None, :])
+    np.add.at(dxp.transpose(2, 3, 0, 1), (rows, cols), dwin.transpose(2, 3, 4, 5, 0, 1))
+    return out, dxp[:, :, ph:ph + x.shape[2], pw:pw + x.shape[3]], dW, db
+
+
+@pytest.mark.parametrize("shapes", [((64, 1, 28, 28), (6, 1, 5, 5), (2, 2)),
+                                    ((64, 6, 14, 14), (16, 6, 5, 5), (0, 0)),
+                                    ((16, 3, 17, 15), (8, 3, 3, 3), (1, 1))],
+                         ids=["lenet-conv1", "lenet-conv2", "rgb-3x3"])
+def test_conv_realistic_sizes_against_einsum(shapes):
+    """Sizes where the kernels really cut the work into several bands and BLAS blocks."""
+    x_shape, w_shape, padding = shapes
+    rng = np.random.default_rng(9)
+    x, W, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
+    for stride in ((1, 1), (2, 2)):
+        out, saved = K.conv2d_forward(x, W, b, stride, padding)
+        dout = rng.standard_normal(out.shape)
+        ref_out, ref_dx, ref_dW, ref_db = einsum_conv2d_and_grads(x, W, b, stride, padding, dout)
+        np.testing.assert_allclose(out, ref_out, rtol=1e-10, atol=1e-10)
+        dx, dW, db = K.conv2d_backward(dout, saved, W)
+        np.testing.assert_allclose(dx, ref_dx, rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(dW, ref_dW, rtol=1e-10, atol=1e-9)
+        np.testing.assert_allclose(db, ref_db, rtol=1e-10, atol=1e-10)
+
+
 def test_conv_accepts_any_memory_layout():
     """(B, C, H, W)-shaped inputs with unusual strides give the same results."""
     x, W, b, stride, padding = make_conv_case(CONV_CASES[4], seed=7)

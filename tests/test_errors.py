@@ -22,6 +22,10 @@ CASES = [
     ("syntax_error_in_program", "name: m\ninputs: [x]\nprogram: |\n  a = x*2\n  b = a +* 3\n",
      5, 10, r"syntax error"),
     ("syntax_error_in_expr", 'name: m\nexpr: "x +"\n', 2, None, r"syntax error"),
+    ("syntax_error_in_quoted_program", 'name: m\nprogram: "a = x*2\\nb = a +* 3"\n', 2, None,
+     r"syntax error"),
+    ("unknown_function_in_quoted_program", 'name: m\nprogram: "a = x*2\\n\\n\\nb = foo(a)"\n', 2, None,
+     r"unknown function 'foo'"),
     ("unknown_function", "name: m\nexpr: foo(x) + 1\n", 2, 7, r"unknown function 'foo'"),
     ("unknown_name", "name: m\ninputs: [x]\nprogram: |\n  a = x*2\n  b = a + q\n",
      5, 11, r"undefined name 'q'"),
@@ -61,6 +65,8 @@ CASES = [
     ("yaml_only_comments", "\n# nothing\n", 1, 1, r"YAML mapping"),
     ("invalid_yaml", "name: [unclosed\nexpr: x\n", None, None, r"invalid YAML"),
     ("invalid_yaml_indent", "name: m\n  expr: x\n bad: 1\n", None, None, r"invalid YAML"),
+    ("yaml_python_tag", 'name: m\nexpr: !!python/object/apply:os.system ["echo PWNED"]\n', 2, None,
+     r"invalid YAML"),
     ("attribute_access", "name: m\nexpr: x.__class__\n", 2, 7, r"unsupported syntax"),
     ("string_literal", "name: m\nexpr: \"'abc' + x\"\n", 2, None, r"only numbers"),
     ("huge_power", "name: m\nexpr: x + 9**9**9**9\n", 2, None, r"too large"),
@@ -112,6 +118,15 @@ def test_bad_spec_through_the_cli(tmp_path, capsys, case_id, text, line, col, pa
         assert got_col == col, captured.err
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir()] == [spec.name], "stray temporary files"
+    # an existing (generated) output file is left byte-identical
+    assert main(["compile", str(EXAMPLES / "simple.yaml"), "-o", str(out)]) == 0
+    before = out.read_bytes()
+    capsys.readouterr()
+    assert main(["compile", str(spec), "-o", str(out)]) == 1
+    again = capsys.readouterr()
+    assert again.err == captured.err and again.out == ""
+    assert out.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([spec.name, out.name])
 
 
 @pytest.mark.parametrize("case_id,text,line,col,pattern", CASES, ids=IDS)
@@ -129,20 +144,14 @@ def test_bad_spec_through_the_api_raises_the_same_spec_error(tmp_path, capsys, c
 
 @pytest.mark.parametrize("case_id", ["syntax_error_in_program", "unknown_name", "huge_power",
                                      "deep_parentheses", "yaml_list"])
-def test_bad_spec_leaves_an_existing_output_byte_identical(tmp_path, capsys, case_id):
+def test_bad_spec_with_force_leaves_a_hand_written_output_alone(tmp_path, capsys, case_id):
     text = dict((c[0], c[1]) for c in CASES)[case_id]
     spec = _spec(tmp_path, case_id, text)
     out = tmp_path / "out.py"
-    assert main(["compile", str(EXAMPLES / "simple.yaml"), "-o", str(out)]) == 0
-    before = out.read_bytes()
-    capsys.readouterr()
-    assert main(["compile", str(spec), "-o", str(out)]) == 1
-    assert out.read_bytes() == before
-    assert len(capsys.readouterr().err.splitlines()) == 1
-    # and a hand-written file is not touched either, even with --force
     out.write_text("# mine\n")
     assert main(["compile", str(spec), "-o", str(out), "--force"]) == 1
     assert out.read_text() == "# mine\n"
+    assert len(capsys.readouterr().err.splitlines()) == 1
 
 
 @pytest.mark.parametrize("case_id", ["syntax_error_in_program", "long_sum_in_program", "deep_parentheses",
@@ -158,6 +167,17 @@ def test_bad_spec_in_a_real_process(tmp_path, case_id):
     assert result.stdout == b""
     _error_line(err.rstrip("\n"), spec)
     assert not out.exists()
+
+
+def test_spec_that_is_not_utf8(tmp_path, capsys):
+    spec = tmp_path / "binary.yaml"
+    spec.write_bytes(b"\xff\xfename: m\nexpr: x\n")
+    out = tmp_path / "out.py"
+    assert main([str(spec), "-o", str(out)]) == 1
+    _error_line(capsys.readouterr().err, spec)
+    assert not out.exists()
+    with pytest.raises(SpecError):
+        compile_file(spec)
 
 
 # --- the API with text and SymPy --------------------------------------------------------------

@@ -11,10 +11,18 @@ import sympy as sp
 import bpcompile
 from bpcompile.primitives import CALLABLE, PRIMITIVES, relu, sigmoid, softplus, step
 
+try:
+    from bpcompile.primitives import select
+except ImportError:          # older tables have no masking primitive
+    select = None
+
 from conftest import fd_elementwise, pointwise_rel_err
 
 NAMES = sorted(PRIMITIVES)
 KINKED = {"relu", "abs", "max", "min"}   # not differentiable where an argument is 0 / a tie
+# Arguments that are 0/1 masks, not differentiable values: drawn from {0, 1}, their
+# declared partial must be 0, and they are not differentiated by finite differences.
+MASKS = {"select": {0}}
 
 
 def _rng(name):
@@ -27,6 +35,8 @@ def _points(name, n):
     rng = _rng(name)
     lo, hi = prim.domain
     cols = [rng.uniform(lo, hi, 4 * n) for _ in range(prim.arity)]
+    for i in MASKS.get(name, ()):
+        cols[i] = rng.integers(0, 2, 4 * n).astype(float)
     keep = np.ones(4 * n, dtype=bool)
     if name in ("relu", "abs"):
         keep &= np.abs(cols[0]) > 0.05
@@ -40,6 +50,8 @@ def _points(name, n):
 def _definition(expr):
     """Replace the package's own functions by their textbook definitions, so that
     SymPy differentiates them without using the package's fdiff."""
+    if select is not None:
+        expr = expr.replace(select, lambda m, a, b: sp.Piecewise((a, sp.Ne(m, 0)), (b, True)))
     return (expr.replace(sigmoid, lambda a: 1 / (1 + sp.exp(-a)))
                 .replace(softplus, lambda a: sp.log(1 + sp.exp(a)))
                 .replace(relu, lambda a: sp.Max(a, 0))
@@ -61,7 +73,7 @@ def test_table_covers_the_documented_functions():
     for name, prim in PRIMITIVES.items():
         lo, hi = prim.domain
         assert lo < hi, name
-        assert prim.arity in (1, 2), name
+        assert prim.arity in (1, 2, 3), name
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -77,6 +89,9 @@ def test_local_partials_match_sympy_diff(name):
         values = dict(zip(probe, map(float, point)))
         for i in range(prim.arity):
             got = _number(_definition(sp.sympify(partials[i])), values)
+            if i in MASKS.get(name, ()):
+                assert got == 0, (name, i)
+                continue
             want = _number(expected[i], values)
             assert got == pytest.approx(want, rel=1e-10, abs=1e-12), (name, i, point)
 
@@ -91,16 +106,19 @@ def _reference_function(name, probe):
 @pytest.mark.parametrize("name", NAMES)
 def test_primitive_gradient_matches_finite_differences(name):
     prim = PRIMITIVES[name]
-    probe = sp.symbols("a b", real=True)[:prim.arity]
-    module = bpcompile.compile(prim.build(*probe), inputs=[p.name for p in probe])
+    probe = sp.symbols("a b c", real=True)[:prim.arity]
+    names = [p.name for p in probe]
+    wrt = [n for i, n in enumerate(names) if i not in MASKS.get(name, ())]
+    module = bpcompile.compile(prim.build(*probe), inputs=names, wrt=wrt)
     # the expression really lowers to this table entry
     assert module.GRAPH[module.GRAPH.output].op == name
-    assert module.INPUTS == tuple(p.name for p in probe) == module.WRT
+    assert module.INPUTS == tuple(names) and module.WRT == tuple(wrt)
     args = _points(name, 25)
     value, grads = module.value_and_grad(*args)
     np.testing.assert_allclose(value, _reference_function(name, probe)(*args), rtol=1e-12, atol=1e-14)
-    assert len(grads) == prim.arity
-    for i, grad in enumerate(grads):
+    assert len(grads) == len(wrt)
+    for w, grad in zip(wrt, grads):
+        i = names.index(w)
         assert np.shape(grad) == np.shape(args[i])
         numeric = fd_elementwise(module.evaluate, args, i)
         assert pointwise_rel_err(grad, numeric) < 1e-6, (name, i)

@@ -1,6 +1,8 @@
 """Property-based tests: random expression text from the whitelist grammar,
 compiled, and the gradient compared with finite differences."""
 
+import re
+
 import numpy as np
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
@@ -55,15 +57,16 @@ def _compile(text):
     try:
         return bpcompile.compile(text)
     except bpcompile.SpecError as err:
-        # the only acceptable refusal of grammar text: a constant folding to nothing useful
-        assert "constant" in err.message or "input" in err.message, (text, str(err))
+        # acceptable refusals of grammar text: a constant that folds to something too large,
+        # a text whose names all fold away, or text beyond the size and nesting limits
+        assert re.search(r"constant|no inputs|too long|nested too deeply", err.message), (text, str(err))
         assume(False)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=expressions, values=st.tuples(points, points, points))
 def test_random_expression_gradient_matches_finite_differences(text, values):
-    assume(any(name in text for name in NAMES))
+    assume(re.search(r"\b[xyz]\b", text))
     module = _compile(text)
     assume(module.INPUTS)
     point = dict(zip(NAMES, values))
@@ -87,7 +90,7 @@ def test_random_expression_gradient_matches_finite_differences(text, values):
 @example(text="(x + y)", seed=1)
 @example(text="exp(sin(x)) + tanh(y) * z", seed=2)
 def test_random_expression_on_broadcast_arrays(text, seed):
-    assume(any(name in text for name in NAMES))
+    assume(re.search(r"\b[xyz]\b", text))
     module = _compile(text)
     assume(module.INPUTS)
     rng = np.random.default_rng(seed)
@@ -111,7 +114,7 @@ def test_random_expression_on_broadcast_arrays(text, seed):
 @settings(max_examples=30, deadline=None)
 @given(text=expressions)
 def test_compiling_is_deterministic(text):
-    assume(any(name in text for name in NAMES))
+    assume(re.search(r"\b[xyz]\b", text))
     first = _compile(text)
     assume(first.INPUTS)
     assert bpcompile.compile(text).SOURCE == first.SOURCE
