@@ -23,7 +23,6 @@ from __future__ import annotations
 import gzip
 import os
 import re
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Sequence, Tuple
@@ -412,22 +411,9 @@ class Vocabulary:
             if tok == "" or any(ch in tok for ch in "\n\r"):
                 raise ValueError(f"Vocabulary.save: token {tok!r} (id {i}) cannot be stored "
                                  "one per line")
-        path = Path(path)
-        # the temp file lives next to the target so os.replace stays on one filesystem
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                   dir=str(path.parent) or ".")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-                fh.write("".join(tok + "\n" for tok in self._tokens))
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        from .output import atomic_write
+        text = "".join(tok + "\n" for tok in self._tokens)
+        atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 
     @classmethod
     def load(cls, path, pad_token: str = "<pad>", unk_token: str = "<unk>") -> "Vocabulary":

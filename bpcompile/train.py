@@ -21,7 +21,6 @@ from __future__ import annotations
 import os
 import struct
 import sys
-import tempfile
 import time
 import zipfile
 import zlib
@@ -237,26 +236,7 @@ def train(
 # ---------------------------------------------------------------------------
 # parameter files
 
-def _atomic_write(path, write) -> None:
-    """Call ``write(fileobj)`` on a temp file beside ``path``, then rename it over ``path``.
-
-    On any error the temp file is removed and ``path`` is left as it was.
-    """
-    target = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(target))
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(target) + ".", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+from .output import atomic_write as _atomic_write  # noqa: E402  (one atomic writer for the package)
 
 
 def save_params(path, params: Dict[str, np.ndarray]) -> None:
