@@ -30,18 +30,42 @@ If the generated step is more than 5% slower than the hand-written one at some
 minibatch size (or with --profile), it profiles both line by line (see
 LineProfiler) and prints where the time goes, by statement class.
 
+Threads: --threads N (default 1) sets OpenBLAS/OpenMP threads (before NumPy is
+imported) and torch.set_num_threads(N) alike, so all contenders use the same
+number of cores; --threads 0 leaves the libraries' defaults.  On a shared
+machine, 2-thread OpenBLAS with small per-step matmuls is very sensitive to
+other load, hence the default of 1.
+
 Usage: python benchmarks/bench_rnnlm.py [--mb 1 4 16 64] [--words 2400]
-       [--rounds 7] [--budget 200] [--no-torch] [--profile | --no-profile]
+       [--rounds 7] [--budget 170] [--threads 1] [--no-torch]
+       [--profile | --no-profile]
 """
 import argparse
 import ast
+import os
 import pathlib
 import re
 import sys
 import time
 from collections import defaultdict
 
-import numpy as np
+
+def _threads_from_argv(argv, default=1):
+    for k, a in enumerate(argv):
+        if a == "--threads" and k + 1 < len(argv):
+            return int(argv[k + 1])
+        if a.startswith("--threads="):
+            return int(a.split("=", 1)[1])
+    return default
+
+
+if __name__ == "__main__" and "numpy" not in sys.modules:
+    THREADS = _threads_from_argv(sys.argv[1:])
+    if THREADS > 0:
+        for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+            os.environ[_var] = str(THREADS)
+
+import numpy as np  # noqa: E402
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -416,13 +440,19 @@ def main():
     ap.add_argument("--profile", action="store_true", help="profile even if within 5%%")
     ap.add_argument("--no-profile", action="store_true", help="never profile")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="BLAS/torch threads for every contender (0: library defaults)")
     args = ap.parse_args()
 
     torch = import_torch(args.no_torch)
+    if torch is not None and args.threads > 0:
+        torch.set_num_threads(args.threads)
     corpus = make_corpus(args.sentences, args.seed)
     data = {mb: pick_batches(make_batches(corpus, mb), args.words, args.seed + mb) for mb in args.mb}
-    print(f"numpy {np.__version__}" + (f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
-                                       if torch else ", torch not importable: no PyTorch column"))
+    blas = os.environ.get("OPENBLAS_NUM_THREADS", "default")
+    print(f"numpy {np.__version__} (OpenBLAS threads: {blas})"
+          + (f", torch {torch.__version__} ({torch.get_num_threads()} threads)"
+             if torch else ", torch not importable: no PyTorch column"))
     print(f"corpus: {args.sentences} sentences of 20-40 tokens, vocabulary {VOCAB}; "
           f"per minibatch size, the same batches for every contender:")
     for mb, batches in data.items():

@@ -159,10 +159,21 @@ def schedule(graph, seeds=None):
         result.seed = adjoint[out] = namer.adjoint(out, out)
     forward_text = {n.name: s.code for n, s in zip(computed, result.forward)}
     reads = set()
+    parts = {}                                    # operand -> [(start, adjoint)] of its column parts
     for node in reversed(computed):
         if node.name not in active:
             continue
+        if node.name in parts:
+            result.backward.append(_assemble_parts(node.name, parts.pop(node.name), adjoint, namer, out))
+        if node.name not in adjoint:              # nothing downstream needs it
+            continue
         g = adjoint[node.name]
+        op = tensor_op(node) if rules[node.name] is tensor else None
+        if op is not None and op.part_of:
+            fmt = node.attrs["fmt"]
+            parts.setdefault(node.operands[0], []).append((int(fmt["a"]), int(fmt["b"]), int(fmt["width"]), g))
+            reads.add(g)
+            continue
         where = f"({targets(node)} = {forward_text[node.name]})"
         for operand, (code, used) in rules[node.name].adjoints(node, g, active).items():
             reads |= used
@@ -185,6 +196,23 @@ def schedule(graph, seeds=None):
                 forward_names[name] = True
     result.cache = [n for n in forward_names if n in reads]
     return result
+
+
+def _assemble_parts(name, pieces, adjoint, namer, out):
+    """The adjoint of a block whose column parts each have an adjoint: their concatenation."""
+    pieces.sort()
+    width = pieces[0][2]
+    covered = [a for a, _, _, _ in pieces] == list(range(0, width, pieces[0][1] - pieces[0][0])) \
+        and pieces[-1][1] == width
+    if covered:
+        code = f"np.concatenate([{', '.join(g for *_, g in pieces)}], axis=-1)"
+    else:
+        code = "_place([" + ", ".join(f"({a}, {g})" for a, _, _, g in pieces) + f"], {width})"
+    step = f"d{out}/d{name} = [the adjoints of its column parts, side by side]"
+    if name in adjoint:
+        return Statement(adjoint[name], f"{adjoint[name]} + {code}", step)
+    adjoint[name] = namer.adjoint(out, name)
+    return Statement(adjoint[name], code, step)
 
 
 def _joint_statements(operands, code, node, adjoint, namer, out, where):

@@ -10,6 +10,7 @@ Bad input is reported as one line `FILE:LINE:COL: error: ...` with exit status 1
 """
 
 import argparse
+import os
 import sys
 
 import numpy as np
@@ -88,6 +89,12 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("bpcompile: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:      # a bug in bpcompile, not in the input: one line, unless debugging
+        if os.environ.get("BPCOMPILE_DEBUG"):
+            raise
+        print(f"bpcompile: internal error: {type(err).__name__}: {err} "
+              "(set BPCOMPILE_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 2
 
 
 def _emit(args, text):

@@ -196,21 +196,34 @@ class ScanCompiler:
         g = self.graph
         cell = self.cell
         rewritten = [(a, self._rewrite(a.expr, a.target)) for a in cell.equations]
+        self.blocks = [(s.symbol, [s]) for s in self.x_slots]     # slices of the stacked products
+        fused = self._fuse(rewritten) if self._all_pairs() else []
         self.step_inputs = ["m"] + [f"{s}_prev" for s in cell.states]
-        slot_names = [s.symbol for s in self.x_slots] + [
-            s.symbol for slots in self.h_slots.values() for s in slots]
+        slot_names = [b for b, _ in self.blocks] if self._all_pairs() else \
+            [s.symbol for s in self.x_slots] + [s.symbol for slots in self.h_slots.values() for s in slots]
         self.generic = []       # (node name, W) of products computed in the loop
         used = set()
         for _, expr in rewritten:
-            used |= {s.name for s in expr.free_symbols}
+            if expr is not None:
+                used |= {s.name for s in expr.free_symbols}
         self.uses_x = "x" in used
         self.vector_params = [p for p in cell.params if p in used and len(cell.params[p]) == 1]
-        self.loop_matrices = sorted({W.name for _, e in rewritten for W, _ in _products(e)})
+        self.loop_matrices = sorted({W.name for _, e in rewritten if e is not None
+                                     for W, _ in _products(e)})
         for name in dict.fromkeys(slot_names + self.step_inputs + (["x"] if self.uses_x else [])
                                   + self.vector_params + self.loop_matrices):
             g.add(Node(name, "input"))
         lowering = _Lowering(g, self.namer)
+        for block, act, name, parts in fused:
+            lowering.assignment(Assignment(name, act(symbol(block), evaluate=False), 0, 1, [], {}))
+            width = len(parts) * self.H
+            for k, part in enumerate(parts):
+                self.namer.claim(part)
+                g.add(Node(part, "cols", (name,), attrs={"rule": COLS, "fmt": {
+                    "a": str(k * self.H), "b": str((k + 1) * self.H), "width": str(width)}}))
         for a, expr in rewritten:
+            if expr is None:             # computed by a fused block
+                continue
             expr = self._lower_products(expr, lowering, a)
             self.namer.claim(a.target)
             lowering.assignment(Assignment(a.target, expr, a.line, a.col, [], {}))
@@ -221,6 +234,51 @@ class ScanCompiler:
         g.wrt = [n for n in slot_names + [f"{s}_prev" for s in cell.states] + self.vector_params
                  + self.loop_matrices + (["x"] if self.uses_x else []) if n in g.nodes]
         self.schedule = schedule(g, seeds={f"{s}_next": f"dJ_d{s}_next" for s in cell.states})
+
+    def _all_pairs(self):
+        first = self.cell.states[0]
+        return self.pairs and len(self.x_slots) == self.pairs == len(self.h_slots.get(first, [])) \
+            and len(self.h_slots) == 1
+
+    def _fuse(self, rewritten):
+        """Gates with the same activation of their own pre-activation (i, f, o =
+        sigmoid(z_i), ...) become one activation over adjacent columns.
+
+        Reorders the stacked slots so each group is contiguous; rewrites
+        `rewritten` in place; returns (block symbol, activation, block name, parts).
+        """
+        from .primitives import sigmoid
+        symbols = {s.symbol: s for s in self.x_slots}
+        uses = {}
+        for _, expr in rewritten:
+            for sym in expr.free_symbols:
+                uses[sym.name] = uses.get(sym.name, 0) + 1
+        groups = {}
+        for i, (a, expr) in enumerate(rewritten):
+            if type(expr) in (sigmoid, sp.tanh) and expr.args[0].is_Symbol:
+                slot = expr.args[0].name
+                if slot in symbols and uses[slot] == 1:
+                    groups.setdefault(type(expr), []).append((i, a.target, slot))
+        fused, order = [], []
+        for act, members in groups.items():
+            if len(members) < 2:
+                continue
+            names = [target for _, target, _ in members]
+            block = self.namer.fresh("z_" + "_".join(names))
+            name = self.namer.fresh(f"{act.__name__}_" + "_".join(names))
+            fused.append((block, act, name, names))
+            order.append((block, [symbols[slot] for _, _, slot in members]))
+            for i, _, _ in members:
+                rewritten[i] = (rewritten[i][0], None)
+        grouped = {s.symbol for _, slots in order for s in slots}
+        order += [(s.symbol, [s]) for s in self.x_slots if s.symbol not in grouped]
+        self.blocks = order
+        stacked = [s for _, slots in order for s in slots]
+        position = {s.symbol: k for k, s in enumerate(stacked)}
+        first = self.cell.states[0]
+        self.x_slots = stacked
+        self.h_slots[first] = sorted(self.h_slots[first], key=lambda s: position[s.symbol])
+        return fused
 
     def _lower_products(self, expr, lowering, a):
         """Products with computed vectors become `matvec` nodes of the step graph."""
@@ -246,9 +304,14 @@ class ScanCompiler:
         first = self.cell.states[0]
         x_slots, h_slots, P = self.x_slots, self.h_slots.get(first, []), self.pairs
         lines = []
-        if P and len(x_slots) == P and len(h_slots) == P:
+        if self._all_pairs():
             lines.append(f"_S = _X[:, t] + {first}_prev @ _Wh.T")
-            return lines + self._slices("_S", x_slots)
+            start = 0
+            for block, slots in self.blocks:
+                stop = start + len(slots) * self.H
+                lines.append(f"{block} = _S[:, {start}:{stop}]")
+                start = stop
+            return lines
         if x_slots:
             lines.append("_Xt = _X[:, t]")
         if h_slots:
@@ -271,14 +334,18 @@ class ScanCompiler:
         lines = []
         zeros = "np.zeros((B, {H}), dout.dtype)".format(H=self.H)
         adj = lambda name: grads.get(name) or zeros  # noqa: E731
-        if x_slots:
+        if self._all_pairs():
+            parts = [adj(block) for block, _ in self.blocks]
+            lines.append(f"_dX[:, t] = np.concatenate([{', '.join(parts)}], axis=1)" if len(parts) > 1
+                         else f"_dX[:, t] = {parts[0]}")
+        elif x_slots:
             parts = ", ".join(adj(s.symbol) for s in x_slots)
             lines.append(f"_dX[:, t] = np.concatenate([{parts}], axis=1)" if len(x_slots) > 1
                          else f"_dX[:, t] = {adj(x_slots[0].symbol)}")
         carries = {s: grads.get(f"{s}_prev") for s in self.cell.states}
         for s, slots in self.h_slots.items():
             suffix = "" if s == first else f"_{s}"
-            if s == first and P and len(x_slots) == P and len(h_slots) == P:
+            if s == first and self._all_pairs():
                 lines.append(f"_dHp{suffix} = _dX[:, t]")
             else:
                 parts = ", ".join(adj(sl.symbol) for sl in slots)
@@ -377,3 +444,5 @@ def _text(expr):
 
 # in-loop product with a computed vector; its weight gradient is accumulated per step
 MATVEC = TensorOp("matvec", "{0} @ {1}.T", ("{g} @ {1}", "{g}.T @ {0}"))
+# columns [a, b) of a fused gate block; the block's adjoint is the concatenation of its parts'
+COLS = TensorOp("cols", "{0}[:, {a}:{b}]", ("{g}",), part_of=True)

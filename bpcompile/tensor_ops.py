@@ -23,6 +23,8 @@ class TensorOp:
     joint: str = ""              # one call returning every operand's adjoint (a tuple),
                                  # for kernels that share work between them; `{needK}`
                                  # says whether operand K's adjoint is wanted
+    part_of: bool = False        # the node is columns [a, b) of its operand: the operand's
+                                 # adjoint is the concatenation of its parts' adjoints
 
     def fields(self, formula):
         """Placeholders a formula reads: operand indices, 'out', aux names, 'g'."""
