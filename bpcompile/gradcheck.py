@@ -83,6 +83,11 @@ def random_problem(module, batch=4, seed=0, scale=0.1):
     params = module.init_params(seed)
     for key in params:
         params[key] = params[key] + rng.normal(0.0, scale, params[key].shape).astype(params[key].dtype)
+    if module.SEQUENCE:          # (B, T) token ids or (B, T, I) features, per-step targets
+        steps = 4
+        x = (rng.integers(0, module.VOCAB, (batch, steps)) if hasattr(module, "VOCAB")
+             else rng.normal(size=(batch, steps) + tuple(module.INPUT_SHAPE)).astype(module.DTYPE))
+        return params, x, rng.integers(0, module.OUTPUTS, (batch, steps))
     x = rng.normal(size=(batch,) + tuple(module.INPUT_SHAPE)).astype(module.DTYPE)
     if module.LOSS == "softmax_cross_entropy":
         y = rng.integers(0, module.OUTPUTS, batch)

@@ -201,3 +201,9 @@ def test_lstm_loop_stacks_gate_weights_and_hoists_input_products():
     assert "_X = xs @ _Wx.T + _bx" in source                     # out of the loop
     assert "_Hp = h_prev @ _Wh.T" in source                      # one matmul per step for z and r
     assert "np.add.at" in source                                 # embedding gradient only
+
+
+@pytest.mark.parametrize("path", ["examples/gru_tagger.yaml", "examples/pos_tagger.yaml"])
+def test_check_command_on_sequence_specs(path, capsys):
+    assert main(["check", path]) == 0
+    assert ": ok" in capsys.readouterr().out

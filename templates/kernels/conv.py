@@ -15,9 +15,10 @@
 #   matrix is never materialised whole: it is built band by band (a few output
 #   rows at a time) in one reused buffer of about 512 kB, and rebuilt in backward
 #   from the saved padded input;
-# * OpenBLAS hands products above ~1e6 multiply-adds to a second thread; that is
-#   3x slower for thin products and stalls for milliseconds when the other core
-#   is busy, so every BLAS call is kept below 2**19 multiply-adds.
+# * OpenBLAS hands some products to a second thread, for some shapes from about
+#   5e5 multiply-adds on; measured: 3x slower for thin products, and ~8 ms instead
+#   of 0.02 ms per call when the other core is busy.  Products of up to 2**18
+#   multiply-adds always ran on one thread, so BLAS calls are cut to that size.
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
@@ -33,9 +34,10 @@ def conv_out_size(size, k, s, p):
 
 
 def conv_blas_cols(n_cols, macs_per_col):
-    """Column block size for a product with n_cols columns: below 2**19 multiply-adds
-    per BLAS call (single-threaded) but at least 256 columns, blocks of equal size."""
-    step = max(256, 2 ** 19 // macs_per_col)
+    """Column block size for a product with n_cols columns: blocks of equal size with
+    at most 2**18 multiply-adds per BLAS call (see the top of the file), but at least
+    128 columns, below which the per-call overhead dominates."""
+    step = max(128, 2 ** 18 // macs_per_col)
     n_blocks = -(-n_cols // step)
     return -(-n_cols // n_blocks)
 
