@@ -201,7 +201,6 @@ class ScanCompiler:
         self.step_inputs = ["m"] + [f"{s}_prev" for s in cell.states]
         slot_names = [b for b, _ in self.blocks] if self._all_pairs() else \
             [s.symbol for s in self.x_slots] + [s.symbol for slots in self.h_slots.values() for s in slots]
-        self.generic = []       # (node name, W) of products computed in the loop
         used = set()
         for _, expr in rewritten:
             if expr is not None:
@@ -330,27 +329,20 @@ class ScanCompiler:
         """Backward-step statements after the cell's adjoints: projections' adjoints and carries."""
         grads = dict(self.schedule.grads)
         first = self.cell.states[0]
-        x_slots, h_slots, P = self.x_slots, self.h_slots.get(first, []), self.pairs
         lines = []
         zeros = "np.zeros((B, {H}), dout.dtype)".format(H=self.H)
         adj = lambda name: grads.get(name) or zeros  # noqa: E731
-        if self._all_pairs():
-            parts = [adj(block) for block, _ in self.blocks]
-            lines.append(f"_dX[:, t] = np.concatenate([{', '.join(parts)}], axis=1)" if len(parts) > 1
-                         else f"_dX[:, t] = {parts[0]}")
-        elif x_slots:
-            parts = ", ".join(adj(s.symbol) for s in x_slots)
-            lines.append(f"_dX[:, t] = np.concatenate([{parts}], axis=1)" if len(x_slots) > 1
-                         else f"_dX[:, t] = {adj(x_slots[0].symbol)}")
+        x_parts = ([block for block, _ in self.blocks] if self._all_pairs()
+                   else [s.symbol for s in self.x_slots])
+        if x_parts:
+            lines.append(f"_dX[:, t] = {_side_by_side([adj(n) for n in x_parts])}")
         carries = {s: grads.get(f"{s}_prev") for s in self.cell.states}
         for s, slots in self.h_slots.items():
             suffix = "" if s == first else f"_{s}"
             if s == first and self._all_pairs():
                 lines.append(f"_dHp{suffix} = _dX[:, t]")
             else:
-                parts = ", ".join(adj(sl.symbol) for sl in slots)
-                lines.append(f"_dHp{suffix} = np.concatenate([{parts}], axis=1)" if len(slots) > 1
-                             else f"_dHp{suffix} = {adj(slots[0].symbol)}")
+                lines.append(f"_dHp{suffix} = {_side_by_side([adj(sl.symbol) for sl in slots])}")
             lines.append(f"_dHs{suffix}.append(_dHp{suffix})")
             term = f"_dHp{suffix} @ _Wh{suffix}"
             carries[s] = f"{carries[s]} + {term}" if carries[s] else term
@@ -422,6 +414,11 @@ class ScanCompiler:
             "vector_params": self.vector_params,
             "loop_matrices": self.loop_matrices,
         }
+
+
+def _side_by_side(parts):
+    """Code joining (B, n) arrays along their columns."""
+    return f"np.concatenate([{', '.join(parts)}], axis=1)" if len(parts) > 1 else parts[0]
 
 
 def _terms(expr):
