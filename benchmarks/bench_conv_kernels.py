@@ -12,9 +12,17 @@ baseline.  Before timing it checks that all implementations compute the same
 loss and the same parameters after one SGD step.
 
 Usage: python benchmarks/bench_conv_kernels.py [--batch 64] [--rounds 30] [--steps 10]
+           [--torch-threads N] [--no-torch] [--kernels PATH]
+
+When the machine is shared, multithreaded BLAS calls (the linear layers here, the
+baseline's convolutions, PyTorch) can stall for milliseconds while the other core
+is busy; the minimum is then the more meaningful figure.  For a one-core
+comparison run `OPENBLAS_NUM_THREADS=1 python benchmarks/bench_conv_kernels.py
+--torch-threads 1`.
 """
 import argparse
 import importlib.util
+import os
 import pathlib
 import sys
 import time
@@ -35,6 +43,7 @@ def load_kernels(path=HERE.parent / "templates" / "kernels" / "conv.py"):
 
 K = load_kernels()
 NO_TORCH = False
+TORCH_THREADS = None
 
 
 def kernels_forward(p, x):
@@ -89,6 +98,8 @@ def make_torch(params, lr):
         import torch
     except ImportError:
         return None
+    if TORCH_THREADS:
+        torch.set_num_threads(TORCH_THREADS)
     nn = torch.nn
     model = nn.Sequential(
         nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
@@ -151,11 +162,14 @@ def main():
     ap.add_argument("--steps", type=int, default=10, help="calls per implementation per round")
     ap.add_argument("--kernels", help="path of an alternative kernels file to time")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
+    ap.add_argument("--torch-threads", type=int, help="torch.set_num_threads (default: torch's own)")
     args = ap.parse_args()
-    global K, NO_TORCH
+    global K, NO_TORCH, TORCH_THREADS
     if args.kernels:
         K = load_kernels(pathlib.Path(args.kernels))
-    NO_TORCH = args.no_torch
+    NO_TORCH, TORCH_THREADS = args.no_torch, args.torch_threads
+    print(f"numpy {np.__version__}, OPENBLAS_NUM_THREADS={os.environ.get('OPENBLAS_NUM_THREADS', 'unset')}, "
+          f"{os.cpu_count()} cpus")
 
     rng = np.random.default_rng(1)
     x = rng.standard_normal((args.batch, 1, 28, 28)).astype(np.float32)

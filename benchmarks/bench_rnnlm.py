@@ -11,8 +11,9 @@ each padded to its longest sentence with mask 0 on the padding.  Only real
 tokens count as words.  For every minibatch size the same batches (about
 --words words) are given to every contender.
 
-Contenders, interleaved round by round (the machine is shared and noisy; the
-table shows medians over rounds):
+Contenders, interleaved batch by batch with a rotating order (the machine is
+shared and noisy); each round times every contender on all batches of every
+size, and the table shows medians over rounds:
 
 * generated:    sgd_step of the module bpcompile generates from the spec;
 * hand-written: benchmarks/handwritten_lstm.py, plain NumPy written by hand;
@@ -37,7 +38,7 @@ machine, 2-thread OpenBLAS with small per-step matmuls is very sensitive to
 other load, hence the default of 1.
 
 Usage: python benchmarks/bench_rnnlm.py [--mb 1 4 16 64] [--words 2400]
-       [--rounds 7] [--budget 170] [--threads 1] [--no-torch]
+       [--rounds 7] [--budget 150] [--threads 1] [--no-torch]
        [--profile | --no-profile]
 """
 import argparse
@@ -396,7 +397,7 @@ def classify(text, func, in_loop):
     return "other (setup, sums, indexing)"
 
 
-def profile(name, filename, source, fn, reps, untraced):
+def profile(name, filename, source, fn, reps, untraced, top=6):
     """Print the time per statement class of fn(), traced over `reps` calls."""
     prof = LineProfiler(filename)
     prof.calibrate()
@@ -420,6 +421,11 @@ def profile(name, filename, source, fn, reps, untraced):
           f"{prof.per_event * 1e9:.0f} ns/event (untraced: median {untraced * 1e3:.1f} ms)")
     for cls, t in sorted(classes.items(), key=lambda kv: -kv[1]):
         print(f"    {cls:38s} {t * 1e3:8.2f} ms  {t / total:6.1%}  ({execs[cls]:.0f} line events)")
+    print("    top lines:")
+    for line, t in sorted(cor.items(), key=lambda kv: -kv[1])[:top]:
+        text = lines[line - 1].strip() if 0 < line <= len(lines) else "?"
+        text = text.split("  #")[0]
+        print(f"      {t / reps * 1e3:8.2f} ms {prof.counts[line] / reps:6.0f}x  {text[:88]}")
     return classes, total, loop_lines
 
 
@@ -432,7 +438,7 @@ def main():
     ap.add_argument("--sentences", type=int, default=2000, help="sentences in the synthetic corpus")
     ap.add_argument("--rounds", type=int, default=7, help="at most this many rounds")
     ap.add_argument("--min-rounds", type=int, default=3)
-    ap.add_argument("--budget", type=float, default=170.0,
+    ap.add_argument("--budget", type=float, default=150.0,
                     help="no new round starts after this many seconds of timing (min-rounds always run)")
     ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch contender")
     ap.add_argument("--torch-pack", action="store_true", help="torch uses pack_padded_sequence")
@@ -496,13 +502,15 @@ def main():
         if r >= args.min_rounds and time.perf_counter() - start > args.budget:
             break
         for mb in args.mb:
-            order = names[r % len(names):] + names[:r % len(names)]    # rotate who goes first
-            for n in order:
-                f, batches = contenders[n], data[mb]
-                t0 = time.perf_counter()
-                for b in batches:
-                    f(b)
-                times[n, mb].append(time.perf_counter() - t0)
+            acc = dict.fromkeys(names, 0.0)
+            for j, b in enumerate(data[mb]):     # batch by batch, every contender in turn,
+                k = (r + j) % len(names)         # rotating who goes first
+                for n in names[k:] + names[:k]:
+                    t0 = time.perf_counter()
+                    contenders[n](b)
+                    acc[n] += time.perf_counter() - t0
+            for n in names:
+                times[n, mb].append(acc[n])
         rounds += 1
         print(f"  round {rounds} done at {time.perf_counter() - start:.0f} s", flush=True)
 

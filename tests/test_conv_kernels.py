@@ -171,7 +171,7 @@ def test_conv_banded_and_blocked_paths_agree(monkeypatch):
     R = np.random.default_rng(6).standard_normal(out.shape)
     grads = K.conv2d_backward(R, saved, W)
     monkeypatch.setattr(K, "conv_band_rows", lambda n_rows, row_cols, k_rows, itemsize: min(n_rows, 4))
-    monkeypatch.setattr(K, "conv_blas_cols", lambda n_cols, macs_per_col: 7)
+    monkeypatch.setattr(K, "conv_column_blocks", lambda n_cols, macs_per_col: (n_cols // 7, 7))
     out2, saved2 = K.conv2d_forward(x, W, b, stride, padding)
     grads2 = K.conv2d_backward(R, saved2, W)
     np.testing.assert_allclose(out2, out, rtol=1e-12, atol=1e-12)
