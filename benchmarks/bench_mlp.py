@@ -534,9 +534,9 @@ def print_summary(summary):
     worst = max(spread(ts) for _, _, times, _, _, _ in summary for ts in times.values())
     print("Per-step times include each contender's Python call overhead.")
     if worst > 1.3:
+        hint = "more rounds" if os.environ.get("OPENBLAS_NUM_THREADS") == "1" else "--threads 1 or more rounds"
         print(f"WARNING: the machine was busy (a median/min spread reached {worst:.2f}); the absolute "
-              "times are inflated and the ratios are less reliable than usual: rerun, perhaps with "
-              "--threads 1 or more rounds.")
+              f"times are inflated and the ratios are less reliable than usual: rerun, perhaps with {hint}.")
 
 
 def main(argv=None):

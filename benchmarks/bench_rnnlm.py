@@ -521,7 +521,8 @@ def main():
     head = f"{'MB':>4s} {'generated':>10s} {'hand':>10s}" + (f" {'torch':>10s}" if has_t else "") \
         + f" {'gen/hand':>9s}" + (f" {'torch/gen':>9s}" if has_t else "") \
         + ("" if args.no_ratio else f" {'gen fb/f':>9s} {'hand fb/f':>9s}")
-    print(head + "   (time ratios; torch/gen = speed of torch / speed of generated)")
+    print(head + "   (gen/hand, fb/f: time ratios"
+          + ("; torch/gen: words/s of torch / words/s of generated)" if has_t else ")"))
     slow = []
     for mb in args.mb:
         g, h = med["generated", mb], med["hand-written", mb]

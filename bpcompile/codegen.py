@@ -158,6 +158,9 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
                                         "logits, summed over outputs and averaged over the batch",
         "mse": "squared error / 2, summed over outputs and averaged over the batch",
     }[compiler.loss]
+    if compiler.sequence:
+        loss_text = ("softmax cross-entropy from the logits (log-sum-exp) at every position, "
+                     "mean over the unmasked positions; y holds class ids (B, T)")
     l2 = compiler.spec.get("l2", default=0)
     if l2:
         loss_text += f", plus {l2!r}/2 * the sum of squared weights (not biases)"
@@ -189,6 +192,7 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
         states=compiler.states,
         final_states=compiler.final_states,
         functions=compiler.functions,
+        notes=compiler.notes,
         seq_args=", mask=None, state=None" if compiler.sequence else "",
         seq_pass=", mask, state" if compiler.sequence else "",
         predict=predict,
@@ -208,7 +212,7 @@ def _param_view(p):
 def _summary(compiler, graph):
     def shape(s):
         return "(" + ", ".join(map(str, s)) + ")"
-    lines = [f"x{'':<12} input          {shape(('B',) + compiler.input_shape)}"]
+    lines = [f"x{'':<12} input          {shape(graph['x'].shape)}"]
     by_layer = {}
     for node in graph:
         if node.line:

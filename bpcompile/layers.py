@@ -77,6 +77,7 @@ class LayerCompiler:
         self.functions = []          # generated recurrent-layer functions (source text)
         self.states = []             # (state key, initial-state variable, size)
         self.final_states = []       # (tuple variable, state keys)
+        self.notes = []              # paragraphs for the module docstring
         self.counts = {}
 
     def _is_sequence(self):

@@ -366,7 +366,7 @@ class ScanCompiler:
             n = len(self.x_slots) * H
             lines += [f"_dWx = _dX.reshape(-1, {n}).T @ xs.reshape(-1, xs.shape[-1])",
                       "_dbx = _dX.sum(axis=(0, 1))",
-                      "dxs = _dX @ _Wx if need_dx else None"]
+                      "dxs = (_dX.reshape(B * T, -1) @ _Wx).reshape(B, T, -1) if need_dx else None"]
             for k, slot in enumerate(self.x_slots):
                 names[slot.weight] = f"_dWx[{k * H}:{(k + 1) * H}]"
                 if slot.bias:

@@ -13,6 +13,14 @@ from .recurrent import ScanCompiler, lstm_equations, parse_cell, rnn_equations
 from .tensor_ops import TensorOp
 
 RECURRENT_KINDS = ("rnn", "lstm", "recurrent")
+
+TORCH_LAYOUT = """\
+An LSTM without peepholes is PyTorch's nn.LSTM with another parameter layout.
+PyTorch stacks the gates as [i, f, g, o] (g is the cell candidate, here c):
+with H the hidden size and layer k (suffix _reverse for the bwd direction),
+    W_xi, W_xf, W_xc, W_xo = weight_ih_lk[0:H], [H:2H], [2H:3H], [3H:4H]
+    W_hi, W_hf, W_hc, W_ho = weight_hh_lk[0:H], [H:2H], [2H:3H], [3H:4H]
+    b_i, b_f, b_c, b_o = (bias_ih_lk + bias_hh_lk)[0:H], [H:2H], [2H:3H], [3H:4H]"""
 SEQUENCE_KINDS = RECURRENT_KINDS + ("embedding",)
 
 
@@ -50,6 +58,8 @@ def recurrent(compiler, layer, prev):
         raise compiler.error(layer, f"layers must be a positive integer, got {depth!r}", "layers")
     bidirectional = _flag(compiler, layer, "bidirectional")
     text, states, output = _cell_text(compiler, layer)
+    if layer.kind == "lstm" and not layer.options.get("peephole") and TORCH_LAYOUT not in compiler.notes:
+        compiler.notes.append(TORCH_LAYOUT)
     if len(prev.shape) != 3:
         raise compiler.error(layer, f"{layer.kind} needs a (B, T, features) input; got shape "
                              f"({', '.join(map(str, prev.shape))})")

@@ -5,7 +5,7 @@ vector-Jacobian product as a one-line formula in terms of the operands
 (`{0}`, `{1}`, ...), the node's value (`{out}`), extra values the forward
 statement also returns (`{p}`, `{s}`), and the incoming adjoint (`{g}`).
 Formulas that need more than one line call a helper function that the module
-template defines (`_softmax_cross_entropy`, `_onehot`, ...).  `None` marks an
+template defines (`_softmax_cross_entropy`, `_matmul_steps`, ...).  `None` marks an
 operand that is not differentiable (class ids, targets).
 """
 
@@ -39,8 +39,8 @@ TENSOR_OPS = {op.name: op for op in [
              ("{g} @ {1}", "{g}.T @ {0}")),
     # J = mean_b -log softmax(a)[b, y_b], computed with log-sum-exp
     TensorOp("softmax_cross_entropy", "_softmax_cross_entropy({0}, {1})",
-             ("({p} - _onehot({1}, {p}.shape[1], {p}.dtype)) * ({g} / len({1}))", None),
-             aux=("p",), helpers=("_softmax_cross_entropy", "_onehot")),
+             ("_softmax_cross_entropy_grad({p}, {1}, {g} / len({1}))", None),
+             aux=("p",), helpers=("_softmax_cross_entropy", "_softmax_cross_entropy_grad")),
     # J = mean_b sum_k softplus(a) - y*a  (= -y log s - (1-y) log(1-s), from the logit)
     TensorOp("sigmoid_binary_cross_entropy", "_sigmoid_binary_cross_entropy({0}, {1})",
              ("({s} - {1}) * ({g} / len({1}))", None),
@@ -61,17 +61,19 @@ TENSOR_OPS = {op.name: op for op in [
     TensorOp("maxpool2d", "maxpool2d_forward({0}, {kernel}, {stride})",
              ("maxpool2d_backward({g}, {saved})",), aux=("saved",), helpers=("kernels/conv.py",)),
     # sequences: per-step linear maps, embeddings, [forward, backward] concatenation
-    TensorOp("linear_seq", "{0} @ {1}.T + {2}",
-             ("{g} @ {1}", "{g}.reshape(-1, {g}.shape[-1]).T @ {0}.reshape(-1, {0}.shape[-1])",
-              "{g}.sum(axis=(0, 1))")),
-    TensorOp("linear_seq_nobias", "{0} @ {1}.T",
-             ("{g} @ {1}", "{g}.reshape(-1, {g}.shape[-1]).T @ {0}.reshape(-1, {0}.shape[-1])")),
+    # (B, T, n) @ (n, m) as one 2-D product: a 3-D matmul would run one product per sequence
+    TensorOp("linear_seq", "_matmul_steps({0}, {1}.T) + {2}",
+             ("_matmul_steps({g}, {1})", "{g}.reshape(-1, {g}.shape[-1]).T @ {0}.reshape(-1, {0}.shape[-1])",
+              "{g}.sum(axis=(0, 1))"), helpers=("_matmul_steps",)),
+    TensorOp("linear_seq_nobias", "_matmul_steps({0}, {1}.T)",
+             ("_matmul_steps({g}, {1})", "{g}.reshape(-1, {g}.shape[-1]).T @ {0}.reshape(-1, {0}.shape[-1])"),
+             helpers=("_matmul_steps",)),
     TensorOp("embedding", "{1}[{0}]", (None, "_embedding_grad({0}, {g}, {1}.shape[0])"),
              helpers=("_embedding_grad",)),
     TensorOp("concat_last", "np.concatenate([{0}, {1}], axis=-1)", ("{g}[..., :{n0}]", "{g}[..., {n0}:]")),
     # J = sum over unmasked positions of -log softmax(a)[y] / their number n
     TensorOp("softmax_cross_entropy_seq", "_masked_softmax_cross_entropy({0}, {1}, {2})",
-             ("({p} - _onehot({1}, {p}.shape[-1], {p}.dtype)) * ({2}[..., None] * ({g} / {n}))", None, None),
-             aux=("p", "n"), helpers=("_masked_softmax_cross_entropy", "_onehot")),
+             ("_softmax_cross_entropy_grad({p}, {1}, {2}[..., None] * ({g} / {n}))", None, None),
+             aux=("p", "n"), helpers=("_masked_softmax_cross_entropy", "_softmax_cross_entropy_grad")),
     TensorOp("flatten", "{0}.reshape(len({0}), -1)", ("{g}.reshape({unflat})",)),
 ]}

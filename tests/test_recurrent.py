@@ -198,7 +198,7 @@ def test_embedding_needs_token_ids(tmp_path, capsys):
 
 def test_lstm_loop_stacks_gate_weights_and_hoists_input_products():
     source = compile_file("examples/gru_tagger.yaml").source
-    assert "_X = xs @ _Wx.T + _bx" in source                     # out of the loop
+    assert "_X = (xs.reshape(B * T, -1) @ _Wx.T + _bx)" in source  # out of the loop
     assert "_Hp = h_prev @ _Wh.T" in source                      # one matmul per step for z and r
     assert "np.add.at" in source                                 # embedding gradient only
 

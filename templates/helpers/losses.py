@@ -11,10 +11,19 @@ def _softmax_cross_entropy(a, y):
     J = np.mean(np.log(total[:, 0]) - shifted[np.arange(len(y)), y])
     return J, e / total
 
-# --- _onehot
-def _onehot(y, classes, dtype):
-    """Rows of the identity: onehot[b, y_b] = 1."""
-    return np.eye(classes, dtype=dtype)[y]
+# --- _softmax_cross_entropy_grad
+def _softmax_cross_entropy_grad(p, y, scale):
+    """(p - onehot(y)) * scale, without building the one-hot matrix: scale p,
+    then subtract scale at each target class."""
+    grad = p * scale
+    target = y[..., None]
+    np.put_along_axis(grad, target, np.take_along_axis(grad, target, axis=-1) - scale, axis=-1)
+    return grad
+
+# --- _matmul_steps
+def _matmul_steps(a, b):
+    """a (..., n) @ b (n, m) as one 2-D matrix product over all leading axes."""
+    return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
 
 # --- _sigmoid
 def _sigmoid(a):
