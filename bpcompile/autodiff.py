@@ -36,6 +36,7 @@ class Schedule:
     grads: list = field(default_factory=list)      # (input, adjoint name), in WRT order
     output: str = ""
     seed: str = ""
+    adjoints: dict = field(default_factory=dict)   # node name -> its adjoint variable
 
 
 def _operand_expr(operand):
@@ -189,6 +190,7 @@ def schedule(graph, seeds=None):
                 result.backward.append(Statement(name, code, step))
 
     result.grads = [(name, adjoint.get(name)) for name in graph.wrt]
+    result.adjoints = adjoint
     forward_names = {}
     for node in graph:
         if node.name in needed:
@@ -228,8 +230,8 @@ def _joint_statements(operands, code, node, adjoint, namer, out, where):
         else:
             adjoint[operand] = namer.adjoint(out, operand)
             names.append(adjoint[operand])
-    wanted = ", ".join(f"d{out}/d{o}" for o in operands if o)
-    step = f"{wanted} += d{out}/d{node.name} * (chain rule through {node.op})   {where}"
+    call = where.split(" = ", 1)[-1].split("(", 1)[0]
+    step = f"the operands' adjoints from d{out}/d{node.name}, through {call}"
     return [Statement(", ".join(names), code, step)] + later
 
 

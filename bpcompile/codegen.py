@@ -138,6 +138,9 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
                if s.target.split(",")[0] in logits_needed]
     backward_body = ["# backward (reverse topological order)",
                      f"{sched.seed} = 1.0"] + aligned(sched.backward)
+    sparse = _sparse_updates(graph, sched)
+    sgd_backward = ["# backward (reverse topological order)", f"{sched.seed} = 1.0"] + aligned(
+        [s for s in sched.backward if s.target not in sparse])
     helpers = [h for node in graph if node.op in TENSOR_OPS for h in TENSOR_OPS[node.op].helpers]
     link = compiler.link
     if link == "softmax":
@@ -183,6 +186,8 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
         forward_params=used_params(forward),
         cache=cache,
         backward_body=backward_body,
+        sgd_backward=sgd_backward,
+        sparse_updates=sparse,
         backward_params=used_params(backward_body),
         grads=[(param_of[name].key, g) for name, g in sched.grads if name in param_of],
         state_grads=[(key, dict(sched.grads).get(var) or f"np.zeros_like({var})")
@@ -202,6 +207,23 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
         helpers=helpers_for(helpers),
         imports=imports_for(helpers),
     )
+
+
+def _sparse_updates(graph, sched):
+    """{gradient variable: in-place update} for tables updated row by row in sgd_step."""
+    from .autodiff import _fill, tensor_op
+    from .tensor_ops import TENSOR_OPS
+    grads = dict(sched.grads)
+    updates = {}
+    for node in graph:
+        if node.op not in TENSOR_OPS and "rule" not in node.attrs:
+            continue
+        op = tensor_op(node)
+        table = node.operands[1] if op.sparse_update and len(node.operands) > 1 else None
+        target = grads.get(table)
+        if target and sum(s.target == target for s in sched.backward) == 1:
+            updates[target] = _fill(op.sparse_update, node, sched.adjoints[node.name])
+    return updates
 
 
 def _param_view(p):

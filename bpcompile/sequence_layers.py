@@ -119,7 +119,7 @@ def _scan(compiler, layer, name, direction, text, states, output, hidden, prev):
             raise SpecError(f"{layer.label()}: {err.message}", located.file, located.line,
                             located.col) from None
         raise
-    fn = compiler.namer.fresh(var_prefix)
+    fn = compiler.namer.fresh(f"{var_prefix}_cell")
     scan = ScanCompiler(cell, fn, reverse=direction == "bwd")
     compiler.functions.append(codegen.render("scan.py.j2", **scan.context(compiler.dtype)))
     g = compiler.graph

@@ -25,6 +25,8 @@ class TensorOp:
                                  # says whether operand K's adjoint is wanted
     part_of: bool = False        # the node is columns [a, b) of its operand: the operand's
                                  # adjoint is the concatenation of its parts' adjoints
+    sparse_update: str = ""      # how sgd_step updates operand 1 (a table) from {g} and lr
+                                 # directly, without forming its dense gradient
 
     def fields(self, formula):
         """Placeholders a formula reads: operand indices, 'out', aux names, 'g'."""
@@ -62,14 +64,16 @@ TENSOR_OPS = {op.name: op for op in [
              ("maxpool2d_backward({g}, {saved})",), aux=("saved",), helpers=("kernels/conv.py",)),
     # sequences: per-step linear maps, embeddings, [forward, backward] concatenation
     # (B, T, n) @ (n, m) as one 2-D product: a 3-D matmul would run one product per sequence
-    TensorOp("linear_seq", "_matmul_steps({0}, {1}.T) + {2}",
+    TensorOp("linear_seq", "_linear_steps({0}, {1}, {2})",
              ("_matmul_steps({g}, {1})", "{g}.reshape(-1, {g}.shape[-1]).T @ {0}.reshape(-1, {0}.shape[-1])",
-              "{g}.sum(axis=(0, 1))"), helpers=("_matmul_steps",)),
+              "{g}.sum(axis=(0, 1))"), helpers=("_linear_steps", "_matmul_steps")),
     TensorOp("linear_seq_nobias", "_matmul_steps({0}, {1}.T)",
              ("_matmul_steps({g}, {1})", "{g}.reshape(-1, {g}.shape[-1]).T @ {0}.reshape(-1, {0}.shape[-1])"),
              helpers=("_matmul_steps",)),
+    # sgd_step updates only the rows of E that the batch read, instead of all of dJ/dE
     TensorOp("embedding", "{1}[{0}]", (None, "_embedding_grad({0}, {g}, {1}.shape[0])"),
-             helpers=("_embedding_grad",)),
+             helpers=("_embedding_grad",),
+             sparse_update="np.subtract.at({1}, {0}.ravel(), ({g} * lr).reshape(-1, {1}.shape[-1]))"),
     TensorOp("concat_last", "np.concatenate([{0}, {1}], axis=-1)", ("{g}[..., :{n0}]", "{g}[..., {n0}:]")),
     # J = sum over unmasked positions of -log softmax(a)[y] / their number n
     TensorOp("softmax_cross_entropy_seq", "_masked_softmax_cross_entropy({0}, {1}, {2})",

@@ -20,6 +20,13 @@ def _softmax_cross_entropy_grad(p, y, scale):
     np.put_along_axis(grad, target, np.take_along_axis(grad, target, axis=-1) - scale, axis=-1)
     return grad
 
+# --- _linear_steps
+def _linear_steps(x, W, b):
+    """x (..., n) @ W.T + b at every position, as one 2-D product with the bias added in place."""
+    out = x.reshape(-1, x.shape[-1]) @ W.T
+    out += b
+    return out.reshape(x.shape[:-1] + (W.shape[0],))
+
 # --- _matmul_steps
 def _matmul_steps(a, b):
     """a (..., n) @ b (n, m) as one 2-D matrix product over all leading axes."""
@@ -53,13 +60,17 @@ def _softmax(a):
 
 # --- _masked_softmax_cross_entropy
 def _masked_softmax_cross_entropy(a, y, mask):
-    """(mean of -log softmax(a)[y] over the positions where mask is 1, softmax(a), their number)."""
-    shifted = a - a.max(axis=-1, keepdims=True)
-    e = np.exp(shifted)
-    total = e.sum(axis=-1, keepdims=True)
-    nll = np.log(total[..., 0]) - np.take_along_axis(shifted, y[..., None], axis=-1)[..., 0]
+    """(mean of -log softmax(a)[y] over the positions where mask is 1, softmax(a), their number).
+
+    One temporary of a's size, reused: shifted logits, then exp, then probabilities.
+    """
+    p = a - a.max(axis=-1, keepdims=True)
+    picked = np.take_along_axis(p, y[..., None], axis=-1)[..., 0]
+    np.exp(p, out=p)
+    total = p.sum(axis=-1, keepdims=True)
+    p /= total
     n = max(mask.sum(), 1)
-    return np.sum(nll * mask) / n, e / total, n
+    return np.sum((np.log(total[..., 0]) - picked) * mask) / n, p, n
 
 # --- _embedding_grad
 def _embedding_grad(ids, g, vocab):
