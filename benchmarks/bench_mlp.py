@@ -21,6 +21,11 @@ is shared and noisy; the starting contender rotates every round):
 Also timed: the generated module's forward and value_and_grad, for the ratio
 time(forward + backward) / time(forward).
 
+Inputs are split into per-example (a) or per-batch (b) views once, outside the
+timing, in each contender's preferred form: (1, 64) rows and (1, 1) targets for
+the generated module (so _check need not reshape y), 1-D rows and Python
+floats for the hand-written (a), tensors for PyTorch.
+
 Every figure is the median (and the minimum) over the rounds; ratios are
 medians of the per-round ratios (and, in brackets, ratios of the minima), so a
 slow patch of the machine affects both sides of a ratio alike.  Before timing,

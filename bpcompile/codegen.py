@@ -139,8 +139,7 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
     backward_body = ["# backward (reverse topological order)",
                      f"{sched.seed} = 1.0"] + aligned(sched.backward)
     sparse = _sparse_updates(graph, sched)
-    sgd_backward = ["# backward (reverse topological order)", f"{sched.seed} = 1.0"] + aligned(
-        [s for s in sched.backward if s.target not in sparse])
+    sgd_backward = aligned([s for s in sched.backward if s.target not in sparse])
     helpers = [h for node in graph if node.op in TENSOR_OPS for h in TENSOR_OPS[node.op].helpers]
     link = compiler.link
     if link == "softmax":
@@ -187,6 +186,7 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
         cache=cache,
         backward_body=backward_body,
         sgd_backward=sgd_backward,
+        seed=sched.seed,
         sparse_updates=sparse,
         backward_params=used_params(backward_body),
         grads=[(param_of[name].key, g) for name, g in sched.grads if name in param_of],

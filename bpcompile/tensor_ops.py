@@ -25,8 +25,8 @@ class TensorOp:
                                  # says whether operand K's adjoint is wanted
     part_of: bool = False        # the node is columns [a, b) of its operand: the operand's
                                  # adjoint is the concatenation of its parts' adjoints
-    sparse_update: str = ""      # how sgd_step updates operand 1 (a table) from {g} and lr
-                                 # directly, without forming its dense gradient
+    sparse_update: str = ""      # how sgd_step updates operand 1 (a table) from {g} (which
+                                 # already includes lr) without forming its dense gradient
 
     def fields(self, formula):
         """Placeholders a formula reads: operand indices, 'out', aux names, 'g'."""
@@ -35,10 +35,11 @@ class TensorOp:
 
 TENSOR_OPS = {op.name: op for op in [
     # a = h @ W.T + b, the lecture's a_j = sum_i alpha_ji x_i, for a batch of rows
-    TensorOp("linear", "{0} @ {1}.T + {2}",
-             ("{g} @ {1}", "{g}.T @ {0}", "{g}.sum(axis=0)")),
-    TensorOp("linear_nobias", "{0} @ {1}.T",
-             ("{g} @ {1}", "{g}.T @ {0}")),
+    # (np.dot: on small 2-D operands it has less call overhead than @)
+    TensorOp("linear", "np.dot({0}, {1}.T) + {2}",
+             ("np.dot({g}, {1})", "np.dot({g}.T, {0})", "{g}.sum(axis=0)")),
+    TensorOp("linear_nobias", "np.dot({0}, {1}.T)",
+             ("np.dot({g}, {1})", "np.dot({g}.T, {0})")),
     # J = mean_b -log softmax(a)[b, y_b], computed with log-sum-exp
     TensorOp("softmax_cross_entropy", "_softmax_cross_entropy({0}, {1})",
              ("_softmax_cross_entropy_grad({p}, {1}, {g} / len({1}))", None),
@@ -46,7 +47,7 @@ TENSOR_OPS = {op.name: op for op in [
     # J = mean_b sum_k softplus(a) - y*a  (= -y log s - (1-y) log(1-s), from the logit)
     TensorOp("sigmoid_binary_cross_entropy", "_sigmoid_binary_cross_entropy({0}, {1})",
              ("({s} - {1}) * ({g} / len({1}))", None),
-             aux=("s",), helpers=("_sigmoid_binary_cross_entropy", "_sigmoid")),
+             aux=("s",), helpers=("_sigmoid_binary_cross_entropy",)),
     # J = mean_b sum_k (a - y)**2 / 2
     TensorOp("mse", "_mean_squared_error({0}, {1})",
              ("({0} - {1}) * ({g} / len({1}))", None),
@@ -73,7 +74,7 @@ TENSOR_OPS = {op.name: op for op in [
     # sgd_step updates only the rows of E that the batch read, instead of all of dJ/dE
     TensorOp("embedding", "{1}[{0}]", (None, "_embedding_grad({0}, {g}, {1}.shape[0])"),
              helpers=("_embedding_grad",),
-             sparse_update="np.subtract.at({1}, {0}.ravel(), ({g} * lr).reshape(-1, {1}.shape[-1]))"),
+             sparse_update="np.subtract.at({1}, {0}.ravel(), {g}.reshape(-1, {1}.shape[-1]))"),
     TensorOp("concat_last", "np.concatenate([{0}, {1}], axis=-1)", ("{g}[..., :{n0}]", "{g}[..., {n0}:]")),
     # J = sum over unmasked positions of -log softmax(a)[y] / their number n
     TensorOp("softmax_cross_entropy_seq", "_masked_softmax_cross_entropy({0}, {1}, {2})",

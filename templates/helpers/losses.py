@@ -8,14 +8,18 @@ def _softmax_cross_entropy(a, y):
     shifted = a - a.max(axis=1, keepdims=True)
     e = np.exp(shifted)
     total = e.sum(axis=1, keepdims=True)
-    J = np.mean(np.log(total[:, 0]) - shifted[np.arange(len(y)), y])
-    return J, e / total
+    J = (np.log(total[:, 0]) - shifted[np.arange(len(y)), y]).sum() / len(y)
+    e /= total
+    return J, e
 
 # --- _softmax_cross_entropy_grad
 def _softmax_cross_entropy_grad(p, y, scale):
     """(p - onehot(y)) * scale, without building the one-hot matrix: scale p,
     then subtract scale at each target class."""
     grad = p * scale
+    if grad.ndim == 2 and np.ndim(scale) == 0:
+        grad[np.arange(len(y)), y] -= scale
+        return grad
     target = y[..., None]
     np.put_along_axis(grad, target, np.take_along_axis(grad, target, axis=-1) - scale, axis=-1)
     return grad
@@ -43,8 +47,9 @@ def _sigmoid_binary_cross_entropy(a, y):
 
     -[y log s + (1-y) log(1-s)] = softplus(a) - y*a, which never takes log(0).
     """
-    J = np.sum(np.logaddexp(0, a) - y * a) / len(a)
-    return J, _sigmoid(a)
+    softplus = np.logaddexp(0.0, a)
+    J = (softplus - y * a).sum() / len(a)
+    return J, np.exp(a - softplus)     # sigmoid(a) = exp(a - softplus(a)), no overflow
 
 # --- _mean_squared_error
 def _mean_squared_error(a, y):
