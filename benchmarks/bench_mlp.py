@@ -90,6 +90,21 @@ def load_torch(disabled, threads=None):
     return torch
 
 
+def print_ratios(times):
+    """Print generated/handwritten, torch/generated and fwd+bwd/fwd; return the first and last."""
+    r_gh = ratio(times, "generated", "handwritten")
+    verdict = "met" if r_gh[0] <= TARGET else "NOT met"
+    print(f"    time generated / handwritten = {r_gh[0]:.3f}  [minima: {r_gh[1]:.3f}]   "
+          f"(target <= {TARGET}: {verdict})")
+    print(f"    time handwritten / generated = {1 / r_gh[0]:.3f}  [minima: {1 / r_gh[1]:.3f}]")
+    if "torch" in times:
+        r_tg = ratio(times, "torch", "generated")
+        print(f"    time torch / generated       = {r_tg[0]:.3f}  [minima: {r_tg[1]:.3f}]")
+    r_fb = ratio(times, "gen value_and_grad", "gen forward")
+    print(f"    generated time(forward+backward) / time(forward) = {r_fb[0]:.2f}  [minima: {r_fb[1]:.2f}]")
+    return r_gh, r_fb
+
+
 # --------------------------------------------------------------------------
 # (a) 64-32-1 sigmoid network, batch 1, float64
 
@@ -409,16 +424,7 @@ def bench_a(args, torch, summary):
     for name, ts in times.items():
         med, lo = float(np.median(ts)) / n, min(ts) / n
         print(f"    {name:20s} {fmt_time(med)} {fmt_time(lo)} {1 / med:14,.0f} {1 / lo:12,.0f} {spread(ts):10.2f}")
-    r_gh = ratio(times, "generated", "handwritten")
-    verdict = "met" if r_gh[0] <= TARGET else "NOT met"
-    print(f"    time generated / handwritten = {r_gh[0]:.3f}  [minima: {r_gh[1]:.3f}]   "
-          f"(target <= {TARGET}: {verdict})")
-    print(f"    time handwritten / generated = {1 / r_gh[0]:.3f}  [minima: {1 / r_gh[1]:.3f}]")
-    if "torch" in times:
-        r_tg = ratio(times, "torch", "generated")
-        print(f"    time torch / generated       = {r_tg[0]:.3f}  [minima: {r_tg[1]:.3f}]")
-    r_fb = ratio(times, "gen value_and_grad", "gen forward")
-    print(f"    generated time(forward+backward) / time(forward) = {r_fb[0]:.2f}  [minima: {r_fb[1]:.2f}]")
+    r_gh, r_fb = print_ratios(times)
     summary.append(("(a) batch 1, f64", "ex/s", times, n, r_gh, r_fb))
 
 
@@ -508,16 +514,7 @@ def bench_b(args, torch, summary):
     for name, ts in times.items():
         med, lo = float(np.median(ts)) / steps, min(ts) / steps
         print(f"    {name:20s} {fmt_time(med)} {fmt_time(lo)} {1 / med:17,.0f} {spread(ts):10.2f}")
-    r_gh = ratio(times, "generated", "handwritten")
-    verdict = "met" if r_gh[0] <= TARGET else "NOT met"
-    print(f"    time generated / handwritten = {r_gh[0]:.3f}  [minima: {r_gh[1]:.3f}]   "
-          f"(target <= {TARGET}: {verdict})")
-    print(f"    time handwritten / generated = {1 / r_gh[0]:.3f}  [minima: {1 / r_gh[1]:.3f}]")
-    if "torch" in times:
-        r_tg = ratio(times, "torch", "generated")
-        print(f"    time torch / generated       = {r_tg[0]:.3f}  [minima: {r_tg[1]:.3f}]")
-    r_fb = ratio(times, "gen value_and_grad", "gen forward")
-    print(f"    generated time(forward+backward) / time(forward) = {r_fb[0]:.2f}  [minima: {r_fb[1]:.2f}]")
+    r_gh, r_fb = print_ratios(times)
     summary.append(("(b) batch 64, f32", "steps/s", times, steps, r_gh, r_fb))
 
 
