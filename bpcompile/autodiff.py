@@ -73,7 +73,9 @@ class _Elementwise:
                 per_operand[operand] = per_operand.get(operand, 0) + partial
         result = {}
         for operand, partial in per_operand.items():
-            term = symbol(g) * sp.sympify(partial).xreplace(self.stored)
+            # partials come from the rule table: SymPy expressions or small integers
+            partial = sp.Integer(partial) if isinstance(partial, int) else partial
+            term = symbol(g) * partial.xreplace(self.stored)
             result[operand] = (to_numpy(term), {s.name for s in term.free_symbols})
         return result
 
