@@ -64,23 +64,8 @@ def kernels_forward(p, x):
 def kernels_sgd_step(p, x, y, lr):
     """Same computation as hw.sgd_step, with the convolution and pooling kernels."""
     logits, (c1, s1, sp1, c2, s2, sp2, p2_shape, h0, h1, h2) = kernels_forward(p, x)
-    B = x.shape[0]
-    z = logits - logits.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    s = e.sum(axis=1, keepdims=True)
-    loss = float(np.mean(np.log(s[:, 0]) - z[np.arange(B), y]))
-    dz = e / s
-    dz[np.arange(B), y] -= 1
-    dz /= B
-    g = {}
-    g["fc3_w"], g["fc3_b"] = dz.T @ h2, dz.sum(0)
-    dh2 = dz @ p["fc3_w"]
-    dh2 *= h2 > 0
-    g["fc2_w"], g["fc2_b"] = dh2.T @ h1, dh2.sum(0)
-    dh1 = dh2 @ p["fc2_w"]
-    dh1 *= h1 > 0
-    g["fc1_w"], g["fc1_b"] = dh1.T @ h0, dh1.sum(0)
-    dp2 = (dh1 @ p["fc1_w"]).reshape(p2_shape)
+    loss, g, dh0 = hw.head_backward(p, logits, y, h0, h1, h2)
+    dp2 = dh0.reshape(p2_shape)
     dr2 = K.maxpool2d_backward(dp2, sp2)
     dp1, g["conv2_w"], g["conv2_b"] = K.conv2d_backward(hw.relu_backward(dr2, c2), s2, p["conv2_w"])
     dr1 = K.maxpool2d_backward(dp1, sp1)

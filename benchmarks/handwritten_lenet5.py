@@ -121,11 +121,10 @@ def forward(params, x):
     return logits, (c1, k1, q1, c2, k2, q2, p2.shape, h0, h1, h2)
 
 
-def sgd_step(params, x, y, lr):
-    """One SGD step on the mean softmax cross-entropy; updates params in place, returns the loss."""
-    p = params
-    logits, (c1, k1, q1, c2, k2, q2, p2_shape, h0, h1, h2) = forward(p, x)
-    B = x.shape[0]
+def head_backward(p, logits, y, h0, h1, h2):
+    """Softmax cross-entropy and the three fully connected layers' backward pass:
+    (loss, gradients of fc1..fc3, dJ/dh0)."""
+    B = len(y)
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
     s = e.sum(axis=1, keepdims=True)
@@ -141,7 +140,15 @@ def sgd_step(params, x, y, lr):
     dh1 = dh2 @ p["fc2_w"]
     dh1 *= h1 > 0
     g["fc1_w"], g["fc1_b"] = dh1.T @ h0, dh1.sum(0)
-    dp2 = (dh1 @ p["fc1_w"]).reshape(p2_shape)
+    return loss, g, dh1 @ p["fc1_w"]
+
+
+def sgd_step(params, x, y, lr):
+    """One SGD step on the mean softmax cross-entropy; updates params in place, returns the loss."""
+    p = params
+    logits, (c1, k1, q1, c2, k2, q2, p2_shape, h0, h1, h2) = forward(p, x)
+    loss, g, dh0 = head_backward(p, logits, y, h0, h1, h2)
+    dp2 = dh0.reshape(p2_shape)
     dr2 = pool_backward(dp2, q2)
     dp1, g["conv2_w"], g["conv2_b"] = conv_backward(relu_backward(dr2, c2), k2, p["conv2_w"])
     dr1 = pool_backward(dp1, q1)
