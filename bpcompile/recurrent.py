@@ -392,6 +392,14 @@ class ScanCompiler:
         from .codegen import aligned
         constant = set(self.vector_params + self.loop_matrices)
         saved = [n for n in sched.cache if n not in constant and n != "m"]
+        # a gate that is columns of a fused block is re-sliced from the stored block
+        parts = {n.name: n for n in self.graph if n.op == "cols" and n.name in saved}
+        for node in parts.values():
+            if node.operands[0] not in saved:
+                saved.insert(saved.index(node.name), node.operands[0])
+        saved = [n for n in saved if n not in parts]
+        restore = [f"{name} = {node.operands[0]}[:, {node.attrs['fmt']['a']}:{node.attrs['fmt']['b']}]"
+                   for name, node in parts.items()]
         for s in self.h_slots:
             if f"{s}_prev" not in saved:
                 saved.append(f"{s}_prev")
@@ -407,6 +415,7 @@ class ScanCompiler:
             "loop_top": self.loop_top(),
             "forward": [f"{s.target} = {s.code}" for s in sched.forward],
             "saved": saved,
+            "restore": restore,
             "backward": aligned(sched.backward),
             "loop_bottom": self.loop_bottom(),
             "after_loop": after,
