@@ -71,6 +71,7 @@ from bpcompile.compiler import compile_file, load_module  # noqa: E402
 HERE = pathlib.Path(__file__).resolve().parent
 SPECS = HERE / "specs"
 TARGET = 1.05          # generated time / hand-written time should be at most this
+BASELINES = ("handwritten", "hand+blas")   # hand-written contenders (hand+blas: case a only)
 
 
 def load_generated(spec):
@@ -91,12 +92,19 @@ def load_torch(disabled, threads=None):
 
 
 def print_ratios(times):
-    """Print generated/handwritten, torch/generated and fwd+bwd/fwd; return the first and last."""
-    r_gh = ratio(times, "generated", "handwritten")
-    verdict = "met" if r_gh[0] <= TARGET else "NOT met"
-    print(f"    time generated / handwritten = {r_gh[0]:.3f}  [minima: {r_gh[1]:.3f}]   "
-          f"(target <= {TARGET}: {verdict})")
-    print(f"    time handwritten / generated = {1 / r_gh[0]:.3f}  [minima: {1 / r_gh[1]:.3f}]")
+    """Print generated/handwritten (each hand-written baseline), torch/generated and
+    fwd+bwd/fwd; return the ratio to the fastest baseline, and the last."""
+    worst = None
+    for base in BASELINES:
+        if base not in times:
+            continue
+        r_gh = ratio(times, "generated", base)
+        verdict = "met" if r_gh[0] <= TARGET else "NOT met"
+        print(f"    time generated / {base:11s} = {r_gh[0]:.3f}  [minima: {r_gh[1]:.3f}]   "
+              f"(target <= {TARGET}: {verdict})")
+        if worst is None or r_gh[0] > worst[0]:
+            worst = r_gh
+    r_gh = worst
     if "torch" in times:
         r_tg = ratio(times, "torch", "generated")
         print(f"    time torch / generated       = {r_tg[0]:.3f}  [minima: {r_tg[1]:.3f}]")
@@ -118,7 +126,7 @@ def data_a(n, seed):
     return X, Y
 
 
-def handwritten_a(params):
+def handwritten_a(params, blas_outer=False):
     """Per-example SGD step(x, y, lr) -> loss for the 64-32-1 network, in plain NumPy.
 
     x is a 1-D row of 64 float64 values, y a Python float (0.0 or 1.0).  The
@@ -134,6 +142,13 @@ def handwritten_a(params):
     into the hidden delta before the outer product, and updates the parameter
     arrays in place (w2 is a view of W2, so params sees every update).  NumPy
     functions and buffers are bound as default arguments (fast local lookups).
+
+    With blas_outer=True (the contender "hand+blas") the step takes x as a
+    (1, 64) row, like the generated module, and forms the outer product
+    t x^T with np.dot of a column and that row, which NumPy hands to BLAS:
+    on the machines here that is about 3x faster than the broadcast multiply
+    (or np.outer) for 32 x 64.  The generated module does the same, so this is
+    the baseline its target is judged against.
     """
     W1, b1, W2, b2 = (params[k] for k in ("linear1.W", "linear1.b", "linear2.W", "linear2.b"))
     hidden, inputs = W1.shape
@@ -179,7 +194,43 @@ def handwritten_a(params):
         add(b1, t, out=b1)
         return J
 
-    return step
+    if not blas_outer:
+        return step
+
+    def step_blas(x_row, y, lr, W1=W1, b1=b1, w2=w2, b2=b2, z=z, t=t, outer=outer, t_col=t_col,
+                  dot=np.dot, exp=np.exp, negative=np.negative, reciprocal=np.reciprocal,
+                  multiply=np.multiply, subtract=np.subtract, add=np.add,
+                  mexp=math.exp, log1p=math.log1p):
+        x = x_row[0]
+        dot(W1, x, out=z)
+        z += b1
+        negative(z, out=z)
+        exp(z, out=z)
+        z += 1.0
+        reciprocal(z, out=z)
+        o = float(dot(w2, z)) + float(b2[0])
+        if o >= 0.0:
+            e = mexp(-o)
+            J = o + log1p(e) - y * o
+            s = 1.0 / (1.0 + e)
+        else:
+            e = mexp(o)
+            J = log1p(e) - y * o
+            s = e / (1.0 + e)
+        c = lr * (s - y)
+        multiply(z, z, out=t)
+        t -= z
+        t *= w2
+        t *= c
+        multiply(z, c, out=z)
+        subtract(w2, z, out=w2)
+        subtract(b2, c, out=b2)
+        dot(t_col, x_row, out=outer)          # the outer product t x^T through BLAS
+        add(W1, outer, out=W1)
+        add(b1, t, out=b1)
+        return J
+
+    return step_blas
 
 
 # --------------------------------------------------------------------------
@@ -348,7 +399,9 @@ def bench_a(args, torch, summary):
 
     p_gen = {k: v.copy() for k, v in p0.items()}
     p_hw = {k: v.copy() for k, v in p0.items()}
+    p_hb = {k: v.copy() for k, v in p0.items()}
     hw_step = handwritten_a(p_hw)
+    hb_step = handwritten_a(p_hb, blas_outer=True)
     gen_step = G.sgd_step
 
     def reset(p):
@@ -363,16 +416,25 @@ def bench_a(args, torch, summary):
         for x, y in zip(hw_x, hw_y):
             hw_step(x, y, lr)
 
+    def epoch_hb():
+        for x, y in zip(gen_x, hw_y):
+            hb_step(x, y, lr)
+
     # Correctness: one epoch from the same start must give the same parameters.
     reset(p_gen)
     loss_gen = [float(gen_step(p_gen, x, y, lr)) for x, y in zip(gen_x, gen_y)]
     reset(p_hw)
     loss_hw = [hw_step(x, y, lr) for x, y in zip(hw_x, hw_y)]
+    reset(p_hb)
+    loss_hb = [hb_step(x, y, lr) for x, y in zip(gen_x, hw_y)]
     diffs = {"handwritten": (max(abs(a - b) for a, b in zip(loss_gen, loss_hw)),
-                             max(float(np.abs(p_gen[k] - p_hw[k]).max()) for k in p0))}
+                             max(float(np.abs(p_gen[k] - p_hw[k]).max()) for k in p0)),
+             "hand+blas": (max(abs(a - b) for a, b in zip(loss_gen, loss_hb)),
+                           max(float(np.abs(p_gen[k] - p_hb[k]).max()) for k in p0))}
 
     runners = {"generated": lambda: (reset(p_gen), timed(epoch_gen))[1],
-               "handwritten": lambda: (reset(p_hw), timed(epoch_hw))[1]}
+               "handwritten": lambda: (reset(p_hw), timed(epoch_hw))[1],
+               "hand+blas": lambda: (reset(p_hb), timed(epoch_hb))[1]}
 
     if torch is not None:
         model = torch_model(torch, p0, (64, 32, 1), torch.float64)
@@ -414,7 +476,7 @@ def bench_a(args, torch, summary):
     for name, (dl, dp) in diffs.items():
         print(f"    check vs generated, one epoch: {name:11s} max |loss diff| {dl:.1e}, "
               f"max |param diff| {dp:.1e}")
-        tol = 1e-9 if name == "handwritten" else 1e-7
+        tol = 1e-9 if name in BASELINES else 1e-7
         if not (dl <= tol and dp <= tol):
             sys.exit(f"bench_mlp: {name} disagrees with the generated module (tolerance {tol:g})")
 
@@ -531,8 +593,8 @@ def print_summary(summary):
             rel_text = f"{rel:17.3f}" if not math.isnan(rel) else f"{'-':>17s}"
             print(f"{case:18s} {name:20s} {fmt_time(med)} {1 / med:12,.0f} {rel_text}")
         verdict = "met" if r_gh[0] <= TARGET else "NOT met"
-        print(f"{case:18s} generated/handwritten time {r_gh[0]:.3f} (target <= {TARGET}: {verdict}); "
-              f"generated fwd+bwd/fwd {r_fb[0]:.2f}")
+        print(f"{case:18s} generated/hand-written time, fastest baseline: {r_gh[0]:.3f} "
+              f"(target <= {TARGET}: {verdict}); generated fwd+bwd/fwd {r_fb[0]:.2f}")
     worst = max(spread(ts) for _, _, times, _, _, _ in summary for ts in times.values())
     print("Per-step times include each contender's Python call overhead.")
     if worst > 1.3:

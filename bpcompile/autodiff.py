@@ -26,6 +26,11 @@ class Statement:
     target: str
     code: str
     comment: str = ""
+    # what the statement computes, for renderers other than the plain one (rowstep):
+    node: object = None         # the graph node it belongs to
+    operand: object = None      # backward: the operand whose adjoint it adds to
+    term: object = None         # backward, elementwise: the SymPy adjoint contribution
+    accumulate: bool = False    # backward: adds to an adjoint that already exists
 
 
 @dataclass
@@ -76,7 +81,7 @@ class _Elementwise:
             # partials come from the rule table: SymPy expressions or small integers
             partial = sp.Integer(partial) if isinstance(partial, int) else partial
             term = symbol(g) * partial.xreplace(self.stored)
-            result[operand] = (to_numpy(term), {s.name for s in term.free_symbols})
+            result[operand] = (to_numpy(term), {s.name for s in term.free_symbols}, term)
         return result
 
 
@@ -99,7 +104,7 @@ class _Tensor:
             if operand in result:   # the same operand twice: add the contributions
                 code = f"{result[operand][0]} + {code}"
                 reads |= result[operand][1]
-            result[operand] = (code, reads)
+            result[operand] = (code, reads, None)
         return result
 
 
@@ -109,7 +114,7 @@ class _Tensor:
         flags = {f"need{i}": str(w) for i, w in enumerate(wanted)}
         code = _fill(op.joint, node, g, flags)
         reads = {_field_name(f, node, g) for f in op.fields(op.joint) if not f.startswith("need")}
-        return {tuple(o if w else None for o, w in zip(node.operands, wanted)): (code, reads)}
+        return {tuple(o if w else None for o, w in zip(node.operands, wanted)): (code, reads, None)}
 
 
 def tensor_op(node):
@@ -149,7 +154,7 @@ def schedule(graph, seeds=None):
     rules = {n.name: (tensor if n.op in TENSOR_OPS or "rule" in n.attrs else elementwise)
              for n in computed}
     for node in computed:
-        result.forward.append(Statement(targets(node), rules[node.name].forward(node)))
+        result.forward.append(Statement(targets(node), rules[node.name].forward(node), node=node))
 
     active = needed & graph.descendants(graph.wrt)
     namer = Namer(list(graph.nodes) + [a for n in graph for a in n.attrs.get("aux", {}).values()])
@@ -178,18 +183,19 @@ def schedule(graph, seeds=None):
             reads.add(g)
             continue
         where = f"({targets(node)} = {forward_text[node.name]})"
-        for operand, (code, used) in rules[node.name].adjoints(node, g, active).items():
+        for operand, (code, used, term) in rules[node.name].adjoints(node, g, active).items():
             reads |= used
             if isinstance(operand, tuple):
                 result.backward.extend(_joint_statements(operand, code, node, adjoint, namer, out, where))
                 continue
             step = f"d{out}/d{operand} += d{out}/d{node.name} * d{node.name}/d{operand}   {where}"
-            if operand in adjoint:
+            accumulate = operand in adjoint
+            if accumulate:
                 name = adjoint[operand]
-                result.backward.append(Statement(name, f"{name} + {_parenthesize(code)}", step))
+                code = f"{name} + {_parenthesize(code)}"
             else:
                 name = adjoint[operand] = namer.adjoint(out, operand)
-                result.backward.append(Statement(name, code, step))
+            result.backward.append(Statement(name, code, step, node, operand, term, accumulate))
 
     result.grads = [(name, adjoint.get(name)) for name in graph.wrt]
     result.adjoints = adjoint

@@ -44,7 +44,10 @@ class NumpyPrinter(StrPrinter):
         template = NUMPY_FUNCTIONS.get(type(expr))
         if template is None:
             raise ValueError(f"no NumPy form for {type(expr).__name__}")
-        text = template.format(*(self._print(a) for a in expr.args))
+        args = [self._print(a) for a in expr.args]
+        if type(expr) in _NEEDS_PARENS:     # -{0} must negate the whole argument
+            args = [f"({text})" if not a.is_Atom else text for a, text in zip(expr.args, args)]
+        text = template.format(*args)
         return f"({text})" if type(expr) in _NEEDS_PARENS else text
 
     _print_Abs = _print_Function

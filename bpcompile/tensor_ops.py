@@ -14,6 +14,27 @@ from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
+class RowRule:
+    """The op for one example at a time (rowstep.py): statements that write into
+    preallocated buffers instead of returning fresh arrays.
+
+    `{out}` is the node's buffer (or a local name when the node is a scalar),
+    `{adj}` the buffer of the operand's adjoint, `{g}` the node's adjoint;
+    `{0.row}` / `{0.col}` are 1-row / 1-column views of a vector operand.  A
+    vjp of "=" says the operand's adjoint is `{g}` itself (a bias).  `locals`
+    names extra values the forward statements define for the vjps;
+    `one_output` replaces `vjps` when the node's value has one element
+    (a product over an axis of length 1 is a plain elementwise product);
+    `{g.scalar}` is then a 0-d view of the adjoint.
+    """
+    forward: tuple
+    vjps: tuple
+    locals: tuple = ()
+    helpers: tuple = ()
+    one_output: tuple = ()
+
+
+@dataclass(frozen=True)
 class TensorOp:
     name: str
     forward: str                 # NumPy expression of the node's value(s)
@@ -27,6 +48,7 @@ class TensorOp:
                                  # adjoint is the concatenation of its parts' adjoints
     sparse_update: str = ""      # how sgd_step updates operand 1 (a table) from {g} (which
                                  # already includes lr) without forming its dense gradient
+    row: RowRule = None          # the one-example form, if the op has one
 
     def fields(self, formula):
         """Placeholders a formula reads: operand indices, 'out', aux names, 'g'."""
@@ -36,24 +58,42 @@ class TensorOp:
 TENSOR_OPS = {op.name: op for op in [
     # a = h @ W.T + b, the lecture's a_j = sum_i alpha_ji x_i, for a batch of rows
     # (np.dot: on small 2-D operands it has less call overhead than @)
+    # (one example: dJ/dW is an outer product, which np.dot of a column and a row
+    # hands to BLAS; broadcasting g[:, None] * h is several times slower)
     TensorOp("linear", "np.dot({0}, {1}.T) + {2}",
-             ("np.dot({g}, {1})", "np.dot({g}.T, {0})", "{g}.sum(axis=0)")),
+             ("np.dot({g}, {1})", "np.dot({g}.T, {0})", "{g}.sum(axis=0)"),
+             row=RowRule(("np.dot({1}, {0}, {out})", "np.add({out}, {2}, {out})"),
+                         ("np.dot({g}, {1}, {adj})", "np.dot({g.col}, {0.row}, {adj})", "="),
+                         one_output=("np.multiply({1}, {g.scalar}, {adj.row})", "np.multiply({0.row}, {g.scalar}, {adj})", "="))),
     TensorOp("linear_nobias", "np.dot({0}, {1}.T)",
-             ("np.dot({g}, {1})", "np.dot({g}.T, {0})")),
+             ("np.dot({g}, {1})", "np.dot({g}.T, {0})"),
+             row=RowRule(("np.dot({1}, {0}, {out})",),
+                         ("np.dot({g}, {1}, {adj})", "np.dot({g.col}, {0.row}, {adj})"),
+                         one_output=("np.multiply({1}, {g.scalar}, {adj.row})", "np.multiply({0.row}, {g.scalar}, {adj})"))),
     # J = mean_b -log softmax(a)[b, y_b], computed with log-sum-exp
     TensorOp("softmax_cross_entropy", "_softmax_cross_entropy({0}, {1})",
              ("_softmax_cross_entropy_grad({p}, {1}, {g} / len({1}))", None),
-             aux=("p",), helpers=("_softmax_cross_entropy", "_softmax_cross_entropy_grad")),
+             aux=("p",), helpers=("_softmax_cross_entropy", "_softmax_cross_entropy_grad"),
+             row=RowRule(("{out}, {p} = _softmax_cross_entropy_one({0}, {1})",),
+                         (("np.multiply({p}, {g}, {adj})", "{adj}[{1}] -= {g}"), None),
+                         helpers=("_softmax_cross_entropy_one",))),
     # J = mean_b sum_k softplus(a) - y*a  (= -y log s - (1-y) log(1-s), from the logit)
     TensorOp("sigmoid_binary_cross_entropy", "_sigmoid_binary_cross_entropy({0}, {1})",
              ("({s} - {1}) * ({g} / len({1}))", None),
-             aux=("s",), helpers=("_sigmoid_binary_cross_entropy",)),
+             aux=("s",), helpers=("_sigmoid_binary_cross_entropy",),
+             row=RowRule(("{out}, {delta} = _sigmoid_binary_cross_entropy_one({0}, {1})",),
+                         ("{adj}[...] = {delta} * {g}", None), locals=("delta",),
+                         helpers=("_sigmoid_binary_cross_entropy_one",))),
     # J = mean_b sum_k (a - y)**2 / 2
     TensorOp("mse", "_mean_squared_error({0}, {1})",
              ("({0} - {1}) * ({g} / len({1}))", None),
-             helpers=("_mean_squared_error",)),
+             helpers=("_mean_squared_error",),
+             row=RowRule(("{out} = _mean_squared_error_one({0}, {1})",),
+                         (("np.subtract({0}, {1}, {adj})", "np.multiply({adj}, {g}, {adj})"), None),
+                         helpers=("_mean_squared_error_one",))),
     # s = sum of squares, for the l2 penalty
-    TensorOp("sum_squares", "np.vdot({0}, {0})", ("(2 * {g}) * {0}",)),
+    TensorOp("sum_squares", "np.vdot({0}, {0})", ("(2 * {g}) * {0}",),
+             row=RowRule(("{out} = float(np.vdot({0}, {0}))",), ("np.multiply({0}, 2.0 * {g}, {adj})",))),
     # the lecture's convolution (cross-correlation) and max-pooling, as im2col kernels
     TensorOp("conv2d", "conv2d_forward({0}, {1}, {2}, {stride}, {padding})", (None, None, None),
              aux=("saved",), helpers=("kernels/conv.py",),

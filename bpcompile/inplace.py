@@ -1,0 +1,205 @@
+"""SymPy expression -> NumPy ufunc calls that write into preallocated buffers.
+
+`printer.to_numpy` prints `a*(1 - a)` as one expression, and NumPy allocates a
+fresh array for every operator in it.  For small vectors (one example at a
+time) those allocations and the per-operator overhead dominate, so the
+per-example SGD step computes each value with ufuncs and their `out`
+argument instead: `np.subtract(1.0, a, buf); np.multiply(buf, a, buf)`.
+
+`ufunc_statements(expr, out, scratch, constant)` returns the statements, or
+None when the expression uses something without a ufunc form here (the
+caller then prints the plain expression).  Every symbol in `expr` names an
+array of the buffer's shape or a Python number; `out` must not be one of them
+(the target is written before the operands are all read).  Temporaries come
+from `scratch`, a callable that hands out buffer names of the same shape;
+`constant(value)` names a number (the caller may hoist it into a 0-d array,
+which a ufunc converts faster than a Python float).
+"""
+
+import sympy as sp
+
+from .primitives import relu, sigmoid, softplus, step
+
+# SymPy function -> NumPy ufunc of one argument.
+UNARY_UFUNCS = {
+    sp.exp: "np.exp", sp.log: "np.log", sp.sin: "np.sin", sp.cos: "np.cos", sp.tan: "np.tan",
+    sp.tanh: "np.tanh", sp.sinh: "np.sinh", sp.cosh: "np.cosh", sp.atan: "np.arctan",
+    sp.asinh: "np.arcsinh", sp.Abs: "np.abs", sp.sign: "np.sign",
+}
+
+# Relations of an indicator Piecewise, and Max/Min -> ufunc of two arguments.
+BINARY_UFUNCS = {
+    sp.StrictGreaterThan: "np.greater", sp.GreaterThan: "np.greater_equal",
+    sp.StrictLessThan: "np.less", sp.LessThan: "np.less_equal",
+    sp.Max: "np.maximum", sp.Min: "np.minimum",
+}
+
+
+KEYWORD_OUT = ("np.maximum(", "np.minimum(")
+
+
+class Unsupported(Exception):
+    pass
+
+
+def ufunc_statements(expr, out, scratch, constant=repr):
+    """Statements that leave the value of `expr` in the buffer `out`, or None."""
+    lines = []
+    try:
+        _Emitter(lines, scratch, constant).into(expr, out)
+    except Unsupported:
+        return None
+    return lines
+
+
+def _is_leaf(expr):
+    return isinstance(expr, sp.Symbol) or expr.is_Number or expr in (sp.pi, sp.E)
+
+
+class _Emitter:
+    def __init__(self, lines, scratch, constant):
+        self.lines = lines
+        self.scratch = scratch
+        self.constant = constant
+
+    def leaf(self, expr):
+        """The source text of a symbol or number, or None for a compound expression."""
+        if isinstance(expr, sp.Symbol):
+            return expr.name
+        if expr.is_Number or expr in (sp.pi, sp.E):
+            return self.constant(float(expr))
+        return None
+
+    def emit(self, text):
+        if text.startswith(KEYWORD_OUT):       # positional `out` is deprecated for these
+            head, _, last = text.rpartition(", ")
+            text = f"{head}, out={last}"
+        self.lines.append(text)
+
+    def operand(self, expr, avoid):
+        """A leaf's text, or a scratch buffer holding the value of a compound expression."""
+        text = self.leaf(expr)
+        if text is None:
+            text = self.scratch(avoid)
+            self.into(expr, text)
+        return text
+
+    def into(self, expr, out):
+        text = self.leaf(expr)
+        if text is not None:
+            self.emit(f"np.copyto({out}, {text})")
+        elif expr.is_Add:
+            self.combine(expr.args, out, "np.add", "np.subtract", _negated)
+        elif expr.is_Mul:
+            self.combine(expr.args, out, "np.multiply", "np.divide", _inverted)
+        elif expr.is_Pow:
+            self.power(expr, out)
+        elif type(expr) in UNARY_UFUNCS:
+            self.unary(UNARY_UFUNCS[type(expr)], expr.args[0], out)
+        elif type(expr) in BINARY_UFUNCS and len(expr.args) == 2:
+            self.binary(BINARY_UFUNCS[type(expr)], *expr.args, out)
+        elif isinstance(expr, sigmoid):
+            # 1/(1 + exp(-a)), as the batch code prints it
+            self.unary("np.negative", expr.args[0], out)
+            self.emit(f"np.exp({out}, {out})")
+            one = self.constant(1.0)
+            self.emit(f"np.add({out}, {one}, {out})")
+            self.emit(f"np.divide({one}, {out}, {out})")
+        elif isinstance(expr, softplus):
+            self.binary("np.logaddexp", expr.args[0], sp.Integer(0), out)
+        elif isinstance(expr, relu):
+            self.binary("np.maximum", expr.args[0], sp.Integer(0), out)
+        elif isinstance(expr, step):
+            self.binary("np.greater", expr.args[0], sp.Integer(0), out)
+        elif isinstance(expr, sp.Piecewise):
+            self.indicator(expr, out)
+        else:
+            raise Unsupported(type(expr).__name__)
+
+    def unary(self, ufunc, arg, out):
+        source = self.leaf(arg)
+        if source is None:
+            self.into(arg, out)
+            source = out
+        self.emit(f"{ufunc}({source}, {out})")
+
+    def binary(self, ufunc, a, b, out):
+        left = self.leaf(a)
+        right = self.leaf(b)
+        if left is None:
+            self.into(a, out)
+            left = out
+            if right is None:
+                right = self.operand(b, out)
+        elif right is None:
+            self.into(b, out)
+            right = out
+        self.emit(f"{ufunc}({left}, {right}, {out})")
+
+    def combine(self, args, out, op, inverse_op, split):
+        """A sum or product: compound terms first (into `out`, then scratch), leaves after.
+
+        `split(term)` gives (True, base) for a term that enters inverted
+        (-b in a sum, 1/b in a product), else (False, term)."""
+        terms = [split(a) for a in args]
+        # Numbers first, so that 1 - a is np.subtract(1.0, a) and 2*a is np.multiply(2.0, a).
+        terms.sort(key=lambda t: (not _is_leaf(t[1]), not t[1].is_Number))
+        compound = [t for t in terms if not _is_leaf(t[1])]
+        leaves = [t for t in terms if _is_leaf(t[1])]
+        if compound:
+            inverted, first = compound[0]
+            self.into(first, out)
+            if inverted:
+                unit = "np.negative" if op == "np.add" else "np.reciprocal"
+                self.emit(f"{unit}({out}, {out})")
+            rest = compound[1:] + leaves
+            current = out
+        else:
+            (inv_a, a), (inv_b, b) = leaves[0], leaves[1]
+            if inv_a and not inv_b:
+                (inv_a, a), (inv_b, b) = (inv_b, b), (inv_a, a)
+            if inv_a:         # -a - b or 1/(a*b): the first term enters inverted too
+                unit = "np.negative" if op == "np.add" else "np.reciprocal"
+                self.emit(f"{unit}({self.leaf(a)}, {out})")
+                self.emit(f"{inverse_op}({out}, {self.leaf(b)}, {out})")
+            else:
+                self.emit(f"{inverse_op if inv_b else op}({self.leaf(a)}, {self.leaf(b)}, {out})")
+            rest = leaves[2:]
+        for inverted, term in rest:
+            source = self.operand(term, out)
+            self.emit(f"{inverse_op if inverted else op}({out}, {source}, {out})")
+
+    def power(self, expr, out):
+        base, exponent = expr.args
+        if exponent == 2:
+            self.unary("np.square", base, out)
+        elif exponent == -1:
+            self.binary("np.divide", sp.Integer(1), base, out)
+        elif exponent == sp.Rational(1, 2):
+            self.unary("np.sqrt", base, out)
+        else:
+            self.binary("np.power", base, exponent, out)
+
+    def indicator(self, expr, out):
+        # The rule table makes only indicators: Piecewise((1, a > b), (0, True)).
+        (one, cond), (zero, _) = expr.args
+        if one != 1 or zero != 0 or type(cond) not in BINARY_UFUNCS:
+            raise Unsupported("Piecewise")
+        self.binary(BINARY_UFUNCS[type(cond)], *cond.args, out)
+
+
+def _negated(term):
+    """(True, b) for a term -b of a sum, else (False, term)."""
+    if term.is_Mul and term.args and term.args[0] == -1:
+        rest = term.args[1:]
+        return True, rest[0] if len(rest) == 1 else sp.Mul(*rest, evaluate=False)
+    if term.is_Number and term < 0:
+        return True, -term
+    return False, term
+
+
+def _inverted(term):
+    """(True, b) for a factor 1/b of a product, else (False, term)."""
+    if term.is_Pow and term.args[1] == -1:
+        return True, term.args[0]
+    return False, term

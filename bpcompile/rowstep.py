@@ -1,0 +1,316 @@
+"""The per-example SGD step: the schedule rendered for a batch of one.
+
+The lecture's Algorithm 1 updates the weights after every example.  With
+one example the arrays are short vectors, and the batch code's cost is
+NumPy's per-call overhead and allocation, not arithmetic.  So for a batch of
+one, `sgd_step` calls `_sgd_step_one`, which runs the same statements of the
+same schedule on 1-D vectors, and writes every value, adjoint and temporary
+into a buffer allocated once when the module is imported:
+
+* elementwise nodes become ufunc calls with `out` (inplace.py);
+* tensor ops use their `row` rule (tensor_ops.py): `np.dot(W, h, out)` and an
+  outer product handed to BLAS for the weight gradient;
+* a bias's adjoint is the node's adjoint itself, not a copy;
+* one-output losses run on Python floats.
+
+This is only for graphs whose every op has a one-example form (MLPs); for the
+others `render` returns None and sgd_step has no such path.  Buffers make the
+step non-reentrant: the module says so.
+"""
+
+from dataclasses import dataclass, field
+
+import re
+
+from .inplace import ufunc_statements
+from .parser import symbol
+from .primitives import PRIMITIVES
+from .printer import to_numpy
+from .tensor_ops import TENSOR_OPS
+
+
+@dataclass
+class RowStep:
+    buffers: list = field(default_factory=list)     # module-level `name = np.empty(...)` lines
+    body: list = field(default_factory=list)        # the function's statements after the checks
+    checks: list = field(default_factory=list)      # (variable, key, shape) of each parameter
+    x_shape: tuple = ()
+    helpers: list = field(default_factory=list)
+    ufuncs: list = field(default_factory=list)      # NumPy functions bound as local defaults
+
+
+# Names for the 0-d constant arrays of common numbers.
+CONSTANT_NAMES = {1.0: "_ONE", 2.0: "_TWO", 0.5: "_HALF", 0.0: "_ZERO", -1.0: "_MINUS_ONE"}
+
+
+class _Value:
+    """How a value is named in the one-example code; `.row`/`.col` are views of a vector."""
+
+    def __init__(self, name, row=None, col=None, scalar=None):
+        self.name, self._row, self._col, self._scalar = name, row, col, scalar
+
+    def __str__(self):
+        return self.name
+
+    def __format__(self, spec):
+        return self.name
+
+    @property
+    def row(self):
+        return self._row() if callable(self._row) else self._row
+
+    @property
+    def col(self):
+        return self._col() if callable(self._col) else self._col
+
+    @property
+    def scalar(self):
+        """A 0-d view of a one-element vector (a ufunc broadcasts it faster than shape (1,))."""
+        return self._scalar()
+
+
+def supported(graph, sched, compiler):
+    """Whether every statement of `sched` has a one-example form."""
+    if compiler.sequence or len(compiler.input_shape) != 1:
+        return False
+    for s in sched.forward + sched.backward:
+        node = s.node
+        if node is None or len(node.shape) > 2 or (node.shape and node.shape[0] != "B"):
+            return False
+        if node.op in TENSOR_OPS:
+            if TENSOR_OPS[node.op].row is None:
+                return False
+        elif node.op not in PRIMITIVES or node.op == "select":
+            return False
+    return True
+
+
+def render(compiler, sched, graph):
+    """The one-example step of an MLP graph, or None when some op has no such form."""
+    if not supported(graph, sched, compiler):
+        return None
+    return _Renderer(compiler, sched, graph).run()
+
+
+class _Renderer:
+    def __init__(self, compiler, sched, graph):
+        self.compiler, self.sched, self.graph = compiler, sched, graph
+        self.step = RowStep(x_shape=(1,) + tuple(compiler.input_shape))
+        self.declared = {}            # buffer name -> shape
+        self.views = {}               # view name -> declaration
+        self.values = {}              # graph name -> _Value
+        self.adjoints = {}            # adjoint variable -> _Value (a buffer, or an alias)
+        self.own = set()              # adjoint variables whose value is their own buffer
+        self.params = {p.var: p for p in compiler.params}
+        self.scratch_in_use = {}      # shape -> count of scratch buffers of this statement
+        self.constants = {}           # number -> name of its 0-d array
+
+    # --- names -------------------------------------------------------------------------
+    def buffer(self, name, shape):
+        if name not in self.declared:
+            self.declared[name] = shape
+        return name
+
+    def view(self, base, suffix, code):
+        name = f"{base.removesuffix('_buf')}_{suffix}"
+        self.views.setdefault(name, f"{name} = {code}")
+        return name
+
+    def vector(self, name, shape):
+        buf = self.buffer(name, shape)
+        return _Value(buf, row=lambda: self.view(buf, "row", f"{buf}[None, :]"),
+                      col=lambda: self.view(buf, "col", f"{buf}[:, None]"),
+                      scalar=lambda: self.view(buf, "0d", f"{buf}.reshape(())"))
+
+    def value(self, name):
+        """The _Value of a forward name (input, parameter, node or aux value)."""
+        if name in self.values:
+            return self.values[name]
+        if name == "x":
+            value = _Value("x", row="x_row")
+        elif name == "y":
+            value = _Value("y")               # targets, or a class id
+        elif name in self.params:
+            value = _Value(name)
+        else:
+            node = self.graph.nodes.get(name)
+            if node is not None and len(node.shape) == 2:
+                value = self.vector(f"_{name}_buf", node.shape[1:])
+            else:
+                value = _Value(name)          # a Python scalar, y, or a loss's local value
+        self.values[name] = value
+        return value
+
+    def constant(self, number):
+        if number not in self.constants:
+            self.constants[number] = CONSTANT_NAMES.get(number, f"_CONSTANT{len(self.constants)}")
+        return self.constants[number]
+
+    def scratch(self, shape):
+        def next_name(avoid=None):
+            i = self.scratch_in_use.get(shape, 0)
+            self.scratch_in_use[shape] = i + 1
+            return self.buffer(f"_scratch{i}_" + "x".join(map(str, shape)), shape)
+        return next_name
+
+    def row_shape(self, name):
+        node = self.graph.nodes[name]
+        return tuple(node.shape[1:]) if node.shape and node.shape[0] == "B" else tuple(node.shape)
+
+    def renamed(self, expr):
+        """`expr` with every symbol renamed to its value's name in the one-example code."""
+        mapping = {}
+        for s in expr.free_symbols:
+            if s.name in self.adjoints:
+                mapping[s] = symbol(str(self.adjoints[s.name]))
+            else:
+                mapping[s] = symbol(str(self.value(s.name)))
+        return expr.xreplace(mapping)
+
+    # --- statements ----------------------------------------------------------------------
+    def emit(self, lines, comment=None):
+        body = self.step.body
+        if comment and lines:
+            body.append(f"{lines[0]}  # {comment}")
+            body.extend(lines[1:])
+        else:
+            body.extend(lines)
+
+    def elementwise_into(self, expr, out, shape):
+        self.scratch_in_use = {}
+        lines = ufunc_statements(self.renamed(expr), out, self.scratch(shape), self.constant)
+        if lines is None:       # no ufunc form: the plain expression, copied into the buffer
+            lines = [f"np.copyto({out}, {to_numpy(self.renamed(expr))})"]
+        return lines
+
+    def forward(self, s):
+        node = s.node
+        if node.op in TENSOR_OPS:
+            rule = TENSOR_OPS[node.op].row
+            fields = self.fields(node, rule)
+            self.emit([line.format(*fields["operands"], **fields["named"]) for line in rule.forward],
+                      f"{s.target} = {s.code}")
+        elif len(node.shape) == 2:
+            from .autodiff import forward_expr
+            out = str(self.value(node.name))
+            self.emit(self.elementwise_into(forward_expr(node), out, self.row_shape(node.name)),
+                      f"{node.name} = {s.code}")
+        else:
+            self.emit([f"{s.target} = {s.code}"])
+
+    def fields(self, node, rule, g=None, adj=None):
+        named = {"out": self.value(node.name)}
+        for key, aux in node.attrs.get("aux", {}).items():
+            named[key] = self.value(aux)
+        for local in rule.locals:
+            named[local] = f"{node.name}_{local}"
+        if g is not None:
+            named["g"] = g
+        if adj is not None:
+            named["adj"] = adj
+        operands = [self.value(o) if isinstance(o, str) else repr(o) for o in node.operands]
+        return {"operands": operands, "named": named}
+
+    def backward(self, s):
+        node, operand = s.node, s.operand
+        g = self.adjoints.get(self.sched.adjoints[node.name])
+        target = s.target
+        if len(self.shape_of(operand)) == 0:      # a scalar adjoint: plain Python arithmetic
+            self.adjoints[target] = _Value(target)
+            self.emit([f"{target} = {self.scalar_code(s)}"], s.comment)
+            return
+        shape = self.shape_of(operand)
+        own = _Value(f"_{target}_buf")          # declared below unless the adjoint is an alias
+        if node.op in TENSOR_OPS:
+            rule = TENSOR_OPS[node.op].row
+            one = rule.one_output and self.row_shape(node.name) == (1,)
+            vjp = (rule.one_output if one else rule.vjps)[node.operands.index(operand)]
+            if vjp == "=":
+                if s.accumulate:
+                    own = self.vector(own.name, shape)
+                    self.emit([f"np.add({self.adjoints[target]}, {g}, {own})"], s.comment)
+                    self.adjoints[target] = own
+                else:
+                    self.adjoints[target] = g        # a bias: its adjoint is the node's
+                    self.step.body.append(f"# {target} is {g}: {s.comment}")
+                return
+            own = self.vector(own.name, shape)
+            lines = (vjp,) if isinstance(vjp, str) else vjp
+            into = self.vector(self.scratch(shape)(), shape) if s.accumulate else own
+            fields = self.fields(node, rule, g=g, adj=into)
+            code = [line.format(*fields["operands"], **fields["named"]) for line in lines]
+        else:
+            own = self.vector(own.name, shape)
+            self.scratch_in_use = {}
+            into = own
+            if s.accumulate:
+                into = self.scratch(shape)()
+            code = self.elementwise_into(s.term, str(into), shape)
+        if s.accumulate:
+            current = self.adjoints[target]
+            code.append(f"np.add({current}, {into}, {own})")
+        self.adjoints[target] = own
+        self.emit(code, s.comment)
+
+    def scalar_code(self, s):
+        if s.term is not None:
+            term = self.renamed(s.term)
+            code = to_numpy(term)
+            return f"{self.adjoints[s.target]} + ({code})" if s.accumulate else code
+        # a tensor op's scalar adjoint (none of the row rules has one today)
+        raise NotImplementedError(s.code)
+
+    def shape_of(self, name):
+        if name in self.params:
+            return tuple(self.params[name].shape)
+        return self.row_shape(name)
+
+    def run(self):
+        sched, step = self.sched, self.step
+        for p in self.compiler.params:
+            step.checks.append((p.var, p.key, tuple(p.shape)))
+        step.body.append("# forward (topological order)")
+        for s in sched.forward:
+            self.forward(s)
+        step.body.append("# backward (reverse topological order), seeded with lr")
+        step.body.append(f"{sched.seed} = lr")
+        self.adjoints[sched.seed] = _Value(sched.seed)
+        for s in sched.backward:
+            self.backward(s)
+        step.body.append("# update (in place)")
+        for var, adjoint in sched.grads:
+            if var in self.params and adjoint is not None:
+                step.body.append(f"np.subtract({var}, {self.adjoints[adjoint]}, {var})")
+        step.buffers = [f"{name} = np.empty({shape!r}, dtype=DTYPE)" for name, shape in self.declared.items()]
+        step.buffers += list(self.views.values())
+        step.buffers += [f"{name} = np.array({number!r}, dtype=DTYPE)"
+                         for number, name in sorted(self.constants.items(), key=lambda item: item[1])]
+        self.bind_ufuncs()
+        step.helpers = sorted({h for n in self.graph for h in _row_helpers(n)})
+        return step
+
+
+    def bind_ufuncs(self):
+        """Call NumPy functions through local names (default arguments): with calls of
+        a microsecond or less, `np.add`'s global and attribute lookups show."""
+        taken = {"params", "x_row", "x", "y", "lr"} | set(self.params)
+        for line in self.step.body:
+            assigned = re.match(r"([\w, ]+) = ", line)
+            if assigned:
+                taken.update(name.strip() for name in assigned.group(1).split(","))
+        used = sorted({name for line in self.step.body
+                       for name in re.findall(r"\bnp\.(\w+)\(", line.split("  # ")[0])} - taken)
+        pattern = re.compile(r"\bnp\.(" + "|".join(used) + r")\(") if used else None
+        body = []
+        for line in self.step.body:
+            code, sep, comment = line.partition("  # ")
+            if pattern and not line.startswith("#"):
+                code = pattern.sub(r"\1(", code)
+            body.append(code + sep + comment)
+        self.step.body = body
+        self.step.ufuncs = used
+
+
+def _row_helpers(node):
+    op = TENSOR_OPS.get(node.op)
+    return op.row.helpers if op is not None and op.row is not None else ()
