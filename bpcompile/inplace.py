@@ -153,7 +153,6 @@ class _Emitter:
                 unit = "np.negative" if op == "np.add" else "np.reciprocal"
                 self.emit(f"{unit}({out}, {out})")
             rest = compound[1:] + leaves
-            current = out
         else:
             (inv_a, a), (inv_b, b) = leaves[0], leaves[1]
             if inv_a and not inv_b:

@@ -13,7 +13,8 @@ from hypothesis import assume, given, settings, strategies as st
 from bpcompile.errors import SpecError
 from bpcompile.gradcheck import numerical_gradient, random_problem
 from bpcompile.inplace import ufunc_statements
-from bpcompile.parser import parse_expression
+from bpcompile.parser import parse_expression, symbol
+from bpcompile.primitives import relu, step
 from bpcompile.printer import to_numpy
 
 from test_layers import module_from, spec_text
@@ -156,19 +157,19 @@ def scratch_names(shape, env):
     return next_name
 
 
-@pytest.mark.parametrize("text", [
+def parsed(text):
+    return parse_expression(text)[0]
+
+
+@pytest.mark.parametrize("expr", [parsed(t) for t in [
     "a*(1 - a)", "1 - b**2", "-a - b", "1/(a*b)", "2*a - 3*b + 1", "a/b - b/a",
-    "exp(-a) * sigmoid(b)", "relu(a) + step(b)", "max(a, b) - min(a, 0.5)",
-    "sqrt(b) + log(b) + abs(a)", "pow(b, a)", "tanh(a + b) * (a - b) * (a + 1)",
-    "softplus(a - b) / (1 + exp(a))", "-(a*b)", "a", "3",
-])
-def test_ufunc_statements_compute_the_expression(text):
-    from bpcompile.primitives import step      # noqa: F401  (step is not a spec function)
-    expr, _, _ = parse_expression(text) if "step" not in text else (None, None, None)
-    if expr is None:
-        from bpcompile.parser import symbol
-        from bpcompile.primitives import relu, step as step_fn
-        expr = relu(symbol("a"), evaluate=False) + step_fn(symbol("b"), evaluate=False)
+    "exp(-a) * sigmoid(b)", "max(a, b) - min(a, 0.5)", "sqrt(b) + log(b) + abs(a)",
+    "pow(b, a)", "tanh(a + b) * (a - b) * (a + 1)", "softplus(a - b) / (1 + exp(a))",
+    "-(a*b)", "a", "3"]] + [
+    relu(symbol("a"), evaluate=False) + step(symbol("b"), evaluate=False),   # relu's partial
+    sp.Piecewise((1, symbol("a") > symbol("b")), (0, True)),                 # max's partial
+], ids=str)
+def test_ufunc_statements_compute_the_expression(expr):
     rng = np.random.default_rng(0)
     env = {"a": rng.uniform(-2, 2, 7), "b": rng.uniform(0.5, 2, 7), "out": np.empty(7)}
     lines = ufunc_statements(expr, "out", scratch_names((7,), env))
