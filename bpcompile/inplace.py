@@ -149,10 +149,15 @@ class _Emitter:
         if compound:
             inverted, first = compound[0]
             self.into(first, out)
-            if inverted:
-                unit = "np.negative" if op == "np.add" else "np.reciprocal"
-                self.emit(f"{unit}({out}, {out})")
             rest = compound[1:] + leaves
+            if inverted:
+                plain = next((t for t in leaves if not t[0]), None)
+                if plain is not None:       # 1 - a**2: np.subtract(1.0, out, out)
+                    self.emit(f"{inverse_op}({self.leaf(plain[1])}, {out}, {out})")
+                    rest.remove(plain)
+                else:
+                    unit = "np.negative" if op == "np.add" else "np.reciprocal"
+                    self.emit(f"{unit}({out}, {out})")
         else:
             (inv_a, a), (inv_b, b) = leaves[0], leaves[1]
             if inv_a and not inv_b:
