@@ -69,6 +69,24 @@ class _Value:
         return self._scalar()
 
 
+def is_scalar(graph, name):
+    """Whether a computed value is one number per example (a Python float here)."""
+    node = graph.nodes.get(name)
+    return (node is not None and node.op != "input"
+            and (node.shape == () or tuple(node.shape[1:]) == (1,)))
+
+
+def row_rule(graph, node):
+    """The node's one-example rule: its scalar form when the node (an output unit)
+    or its first operand (the logit a loss reads) is a float, else None if missing."""
+    rule = TENSOR_OPS[node.op].row
+    first = node.operands[0] if node.operands and isinstance(node.operands[0], str) else None
+    if rule is not None and (is_scalar(graph, node.name) and node.shape != ()
+                             or node.shape == () and first and is_scalar(graph, first)):
+        return rule.scalar
+    return rule
+
+
 def supported(graph, sched, compiler):
     """Whether every statement of `sched` has a one-example form."""
     if compiler.sequence or len(compiler.input_shape) != 1:
@@ -78,7 +96,10 @@ def supported(graph, sched, compiler):
         if node is None or len(node.shape) > 2 or (node.shape and node.shape[0] != "B"):
             return False
         if node.op in TENSOR_OPS:
-            if TENSOR_OPS[node.op].row is None:
+            rule = row_rule(graph, node)
+            scalar_in = any(isinstance(o, str) and is_scalar(graph, o) for o in node.operands)
+            # a float feeds only a rule written for it (a loss); one unit feeding a layer does not fit
+            if rule is None or scalar_in and not (node.shape == () and rule is TENSOR_OPS[node.op].row.scalar):
                 return False
         elif node.op not in PRIMITIVES or node.op == "select":
             return False
@@ -134,10 +155,10 @@ class _Renderer:
             value = _Value(name)
         else:
             node = self.graph.nodes.get(name)
-            if node is not None and len(node.shape) == 2:
+            if node is not None and len(node.shape) == 2 and not is_scalar(self.graph, name):
                 value = self.vector(f"_{name}_buf", node.shape[1:])
             else:
-                value = _Value(name)          # a Python scalar, y, or a loss's local value
+                value = _Value(name)          # a Python float, y, or a loss's local value
         self.values[name] = value
         return value
 
@@ -186,17 +207,18 @@ class _Renderer:
     def forward(self, s):
         node = s.node
         if node.op in TENSOR_OPS:
-            rule = TENSOR_OPS[node.op].row
+            rule = row_rule(self.graph, node)
             fields = self.fields(node, rule)
             self.emit([line.format(*fields["operands"], **fields["named"]) for line in rule.forward],
                       f"{s.target} = {s.code}")
-        elif len(node.shape) == 2:
+        elif not is_scalar(self.graph, node.name):
             from .autodiff import forward_expr
             out = str(self.value(node.name))
             self.emit(self.elementwise_into(forward_expr(node), out, self.row_shape(node.name)),
                       f"{node.name} = {s.code}")
-        else:
-            self.emit([f"{s.target} = {s.code}"])
+        else:       # floats: the plain expression
+            from .autodiff import forward_expr
+            self.emit([f"{s.target} = {to_numpy(self.renamed(forward_expr(node)))}"])
 
     def fields(self, node, rule, g=None, adj=None):
         named = {"out": self.value(node.name)}
@@ -215,16 +237,15 @@ class _Renderer:
         node, operand = s.node, s.operand
         g = self.adjoints.get(self.sched.adjoints[node.name])
         target = s.target
-        if len(self.shape_of(operand)) == 0:      # a scalar adjoint: plain Python arithmetic
+        if is_scalar(self.graph, operand):        # a float adjoint: plain Python arithmetic
             self.adjoints[target] = _Value(target)
-            self.emit([f"{target} = {self.scalar_code(s)}"], s.comment)
+            self.emit(self.scalar_adjoint(s, g), s.comment)
             return
         shape = self.shape_of(operand)
         own = _Value(f"_{target}_buf")          # declared below unless the adjoint is an alias
         if node.op in TENSOR_OPS:
-            rule = TENSOR_OPS[node.op].row
-            one = rule.one_output and self.row_shape(node.name) == (1,)
-            vjp = (rule.one_output if one else rule.vjps)[node.operands.index(operand)]
+            rule = row_rule(self.graph, node)
+            vjp = rule.vjps[node.operands.index(operand)]
             if vjp == "=":
                 if s.accumulate:
                     own = self.vector(own.name, shape)
@@ -252,13 +273,19 @@ class _Renderer:
         self.adjoints[target] = own
         self.emit(code, s.comment)
 
-    def scalar_code(self, s):
+    def scalar_adjoint(self, s, g):
+        """Statements adding a contribution to a float adjoint."""
+        target = s.target
+        part = f"{target}_part" if s.accumulate else target
         if s.term is not None:
-            term = self.renamed(s.term)
-            code = to_numpy(term)
-            return f"{self.adjoints[s.target]} + ({code})" if s.accumulate else code
-        # a tensor op's scalar adjoint (none of the row rules has one today)
-        raise NotImplementedError(s.code)
+            lines = [f"{part} = {to_numpy(self.renamed(s.term))}"]
+        else:
+            rule = row_rule(self.graph, s.node)
+            fields = self.fields(s.node, rule, g=g, adj=part)
+            lines = [rule.vjps[s.node.operands.index(s.operand)].format(*fields["operands"], **fields["named"])]
+        if s.accumulate:
+            lines.append(f"{target} = {target} + {part}")
+        return lines
 
     def shape_of(self, name):
         if name in self.params:
@@ -286,7 +313,8 @@ class _Renderer:
         step.buffers += [f"{name} = np.array({number!r}, dtype=DTYPE)"
                          for number, name in sorted(self.constants.items(), key=lambda item: item[1])]
         self.bind_ufuncs()
-        step.helpers = sorted({h for n in self.graph for h in _row_helpers(n)})
+        step.helpers = sorted({h for n in self.graph if n.op in TENSOR_OPS
+                               for h in row_rule(self.graph, n).helpers})
         return step
 
 
@@ -309,8 +337,3 @@ class _Renderer:
             body.append(code + sep + comment)
         self.step.body = body
         self.step.ufuncs = used
-
-
-def _row_helpers(node):
-    op = TENSOR_OPS.get(node.op)
-    return op.row.helpers if op is not None and op.row is not None else ()

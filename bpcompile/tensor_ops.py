@@ -22,16 +22,18 @@ class RowRule:
     `{adj}` the buffer of the operand's adjoint, `{g}` the node's adjoint;
     `{0.row}` / `{0.col}` are 1-row / 1-column views of a vector operand.  A
     vjp of "=" says the operand's adjoint is `{g}` itself (a bias).  `locals`
-    names extra values the forward statements define for the vjps;
-    `one_output` replaces `vjps` when the node's value has one element
-    (a product over an axis of length 1 is a plain elementwise product);
-    `{g.scalar}` is then a 0-d view of the adjoint.
+    names extra values the forward statements define for the vjps.
+
+    With one example, a value with one element (one output unit, its logit)
+    is a Python float, cheaper than a 1-element array: `scalar` is the rule
+    used when the node's value, or its first operand's, is such a float; then
+    `{g}`, and `{adj}` of that operand, are floats too.
     """
     forward: tuple
     vjps: tuple
     locals: tuple = ()
     helpers: tuple = ()
-    one_output: tuple = ()
+    scalar: "RowRule" = None
 
 
 @dataclass(frozen=True)
@@ -64,12 +66,15 @@ TENSOR_OPS = {op.name: op for op in [
              ("np.dot({g}, {1})", "np.dot({g}.T, {0})", "{g}.sum(axis=0)"),
              row=RowRule(("np.dot({1}, {0}, {out})", "np.add({out}, {2}, {out})"),
                          ("np.dot({g}, {1}, {adj})", "np.dot({g.col}, {0.row}, {adj})", "="),
-                         one_output=("np.multiply({1}, {g.scalar}, {adj.row})", "np.multiply({0.row}, {g.scalar}, {adj})", "="))),
+                         scalar=RowRule(("{out} = float(np.vdot({1}, {0})) + {2}.item()",),
+                                        ("np.multiply({1}, {g}, {adj.row})", "np.multiply({0.row}, {g}, {adj})",
+                                         "=")))),
     TensorOp("linear_nobias", "np.dot({0}, {1}.T)",
              ("np.dot({g}, {1})", "np.dot({g}.T, {0})"),
              row=RowRule(("np.dot({1}, {0}, {out})",),
                          ("np.dot({g}, {1}, {adj})", "np.dot({g.col}, {0.row}, {adj})"),
-                         one_output=("np.multiply({1}, {g.scalar}, {adj.row})", "np.multiply({0.row}, {g.scalar}, {adj})"))),
+                         scalar=RowRule(("{out} = float(np.vdot({1}, {0}))",),
+                                        ("np.multiply({1}, {g}, {adj.row})", "np.multiply({0.row}, {g}, {adj})")))),
     # J = mean_b -log softmax(a)[b, y_b], computed with log-sum-exp
     TensorOp("softmax_cross_entropy", "_softmax_cross_entropy({0}, {1})",
              ("_softmax_cross_entropy_grad({p}, {1}, {g} / len({1}))", None),
@@ -82,15 +87,19 @@ TENSOR_OPS = {op.name: op for op in [
              ("({s} - {1}) * ({g} / len({1}))", None),
              aux=("s",), helpers=("_sigmoid_binary_cross_entropy",),
              row=RowRule(("{out}, {delta} = _sigmoid_binary_cross_entropy_one({0}, {1})",),
-                         ("{adj}[...] = {delta} * {g}", None), locals=("delta",),
-                         helpers=("_sigmoid_binary_cross_entropy_one",))),
+                         ("np.multiply({delta}, {g}, {adj})", None), locals=("delta",),
+                         helpers=("_sigmoid_binary_cross_entropy_one",),
+                         scalar=RowRule(("{out}, {delta} = _sigmoid_binary_cross_entropy_scalar({0}, {1})",),
+                                        ("{adj} = {delta} * {g}", None), locals=("delta",),
+                                        helpers=("_sigmoid_binary_cross_entropy_scalar",)))),
     # J = mean_b sum_k (a - y)**2 / 2
     TensorOp("mse", "_mean_squared_error({0}, {1})",
              ("({0} - {1}) * ({g} / len({1}))", None),
              helpers=("_mean_squared_error",),
              row=RowRule(("{out} = _mean_squared_error_one({0}, {1})",),
                          (("np.subtract({0}, {1}, {adj})", "np.multiply({adj}, {g}, {adj})"), None),
-                         helpers=("_mean_squared_error_one",))),
+                         helpers=("_mean_squared_error_one",),
+                         scalar=RowRule(("{out} = 0.5 * ({0} - {1}) ** 2",), ("{adj} = ({0} - {1}) * {g}", None)))),
     # s = sum of squares, for the l2 penalty
     TensorOp("sum_squares", "np.vdot({0}, {0})", ("(2 * {g}) * {0}",),
              row=RowRule(("{out} = float(np.vdot({0}, {0}))",), ("np.multiply({0}, 2.0 * {g}, {adj})",))),

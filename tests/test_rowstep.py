@@ -77,6 +77,22 @@ def test_deep_stack_with_l2_no_bias_and_float32():
     assert_same_step(text, dtype="float32", seed=2, rtol=2e-5)
 
 
+def test_one_output_values_are_floats_through_activations_and_losses():
+    # one unit, squashed, then regressed: the sigmoid node and its adjoint are Python floats
+    module = assert_same_step(spec_text(["linear: 4", "tanh", "linear: 1", "sigmoid", 'activation: "x*x + x"'],
+                                        loss="mse"))
+    assert "_linear2_buf" not in module.__dict__ and "_sigmoid1_buf" not in module.__dict__
+
+
+def test_a_single_unit_feeding_a_layer_has_no_one_example_path():
+    module, _ = module_from(spec_text(["linear: 1", "tanh", "linear: 3"]))
+    assert not hasattr(module, "_sgd_step_one")
+    params, x, y = random_problem(module, batch=1, seed=0)
+    (J_fast, fast), (J, slow) = step_both_ways(module, params, x, y, lr=0.3)
+    for key in params:
+        np.testing.assert_allclose(fast[key], slow[key], rtol=1e-12)
+
+
 def test_one_example_gradient_matches_central_differences():
     """The lecture's Case 2 network: with lr = 1 the update is the gradient itself."""
     text = spec_text(["linear: 5", "sigmoid", "linear: 1"], loss="sigmoid_binary_cross_entropy")

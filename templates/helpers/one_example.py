@@ -4,20 +4,22 @@
 
 # --- _sigmoid_binary_cross_entropy_one
 def _sigmoid_binary_cross_entropy_one(a, y):
-    """(sum_k softplus(a) - y*a, sigmoid(a) - y) for one example's logits a and targets y.
-
-    With one output the arithmetic runs on Python floats (cheaper than 1-element
-    arrays); either way it works from the logit and never takes log(0).
-    """
-    if len(a) == 1:
-        a, y = a.item(), y.item()
-        if a >= 0.0:
-            e = math.exp(-a)
-            return a + math.log1p(e) - y * a, 1.0 / (1.0 + e) - y
-        e = math.exp(a)
-        return math.log1p(e) - y * a, e / (1.0 + e) - y
+    """(sum_k softplus(a) - y*a, sigmoid(a) - y) for one example's logits a and targets y,
+    from the logits: no log(0), no overflow."""
     softplus = np.logaddexp(0.0, a)
     return float((softplus - y * a).sum()), np.exp(a - softplus) - y
+
+# --- _sigmoid_binary_cross_entropy_scalar
+def _sigmoid_binary_cross_entropy_scalar(a, y):
+    """(softplus(a) - y*a, sigmoid(a) - y) for one logit a and target y, as Python floats.
+
+    exp is only taken of -|a|, so it cannot overflow, and log1p never sees 0.
+    """
+    if a >= 0.0:
+        e = math.exp(-a)
+        return a + math.log1p(e) - y * a, 1.0 / (1.0 + e) - y
+    e = math.exp(a)
+    return math.log1p(e) - y * a, e / (1.0 + e) - y
 
 # --- _softmax_cross_entropy_one
 def _softmax_cross_entropy_one(a, y):
