@@ -46,8 +46,8 @@ CONSTANT_NAMES = {1.0: "_ONE", 2.0: "_TWO", 0.5: "_HALF", 0.0: "_ZERO", -1.0: "_
 class _Value:
     """How a value is named in the one-example code; `.row`/`.col` are views of a vector."""
 
-    def __init__(self, name, row=None, col=None, scalar=None):
-        self.name, self._row, self._col, self._scalar = name, row, col, scalar
+    def __init__(self, name, row=None, col=None, scalar=None, box=None):
+        self.name, self._row, self._col, self._scalar, self._box = name, row, col, scalar, box
 
     def __str__(self):
         return self.name
@@ -62,6 +62,15 @@ class _Value:
     @property
     def col(self):
         return self._col() if callable(self._col) else self._col
+
+    @property
+    def box(self):
+        """A 0-d array holding a float's value (ufuncs take it faster than a Python float)."""
+        return self._box()
+
+    @property
+    def is_float(self):
+        return self._box is not None
 
     @property
     def scalar(self):
@@ -162,6 +171,16 @@ class _Renderer:
         self.values[name] = value
         return value
 
+    def float_value(self, name):
+        """A float local; `.box` copies it into a 0-d buffer, once, when a ufunc needs it."""
+        def box():
+            buf = f"_{name}_box"
+            if buf not in self.declared:
+                self.buffer(buf, ())
+                self.step.body.append(f"{buf}[()] = {name}")
+            return buf
+        return _Value(name, box=box)
+
     def constant(self, number):
         if number not in self.constants:
             self.constants[number] = CONSTANT_NAMES.get(number, f"_CONSTANT{len(self.constants)}")
@@ -238,7 +257,7 @@ class _Renderer:
         g = self.adjoints.get(self.sched.adjoints[node.name])
         target = s.target
         if is_scalar(self.graph, operand):        # a float adjoint: plain Python arithmetic
-            self.adjoints[target] = _Value(target)
+            self.adjoints[target] = self.float_value(target)
             self.emit(self.scalar_adjoint(s, g), s.comment)
             return
         shape = self.shape_of(operand)
@@ -301,13 +320,17 @@ class _Renderer:
             self.forward(s)
         step.body.append("# backward (reverse topological order), seeded with lr")
         step.body.append(f"{sched.seed} = lr")
-        self.adjoints[sched.seed] = _Value(sched.seed)
+        self.adjoints[sched.seed] = self.float_value(sched.seed)
         for s in sched.backward:
             self.backward(s)
         step.body.append("# update (in place)")
         for var, adjoint in sched.grads:
             if var in self.params and adjoint is not None:
-                step.body.append(f"np.subtract({var}, {self.adjoints[adjoint]}, {var})")
+                g = self.adjoints[adjoint]
+                if g.is_float and self.params[var].shape == (1,):   # one bias: plain float arithmetic
+                    step.body.append(f"{var}[0] -= {g}")
+                else:
+                    step.body.append(f"np.subtract({var}, {g.box if g.is_float else g}, {var})")
         step.buffers = [f"{name} = np.empty({shape!r}, dtype=DTYPE)" for name, shape in self.declared.items()]
         step.buffers += list(self.views.values())
         step.buffers += [f"{name} = np.array({number!r}, dtype=DTYPE)"

@@ -27,7 +27,8 @@ class RowRule:
     With one example, a value with one element (one output unit, its logit)
     is a Python float, cheaper than a 1-element array: `scalar` is the rule
     used when the node's value, or its first operand's, is such a float; then
-    `{g}`, and `{adj}` of that operand, are floats too.
+    `{g}`, and `{adj}` of that operand, are floats too, and `{g.box}` is a 0-d
+    array holding `{g}` for ufunc calls.
     """
     forward: tuple
     vjps: tuple
@@ -67,14 +68,14 @@ TENSOR_OPS = {op.name: op for op in [
              row=RowRule(("np.dot({1}, {0}, {out})", "np.add({out}, {2}, {out})"),
                          ("np.dot({g}, {1}, {adj})", "np.dot({g.col}, {0.row}, {adj})", "="),
                          scalar=RowRule(("{out} = float(np.vdot({1}, {0})) + {2}.item()",),
-                                        ("np.multiply({1}, {g}, {adj.row})", "np.multiply({0.row}, {g}, {adj})",
+                                        ("np.multiply({1}, {g.box}, {adj.row})", "np.multiply({0.row}, {g.box}, {adj})",
                                          "=")))),
     TensorOp("linear_nobias", "np.dot({0}, {1}.T)",
              ("np.dot({g}, {1})", "np.dot({g}.T, {0})"),
              row=RowRule(("np.dot({1}, {0}, {out})",),
                          ("np.dot({g}, {1}, {adj})", "np.dot({g.col}, {0.row}, {adj})"),
                          scalar=RowRule(("{out} = float(np.vdot({1}, {0}))",),
-                                        ("np.multiply({1}, {g}, {adj.row})", "np.multiply({0.row}, {g}, {adj})")))),
+                                        ("np.multiply({1}, {g.box}, {adj.row})", "np.multiply({0.row}, {g.box}, {adj})")))),
     # J = mean_b -log softmax(a)[b, y_b], computed with log-sum-exp
     TensorOp("softmax_cross_entropy", "_softmax_cross_entropy({0}, {1})",
              ("_softmax_cross_entropy_grad({p}, {1}, {g} / len({1}))", None),
