@@ -139,7 +139,8 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
     backward_body = ["# backward (reverse topological order)",
                      f"{sched.seed} = 1.0"] + aligned(sched.backward)
     sparse = _sparse_updates(graph, sched)
-    sgd_backward = aligned([s for s in sched.backward if s.target not in sparse])
+    sgd_backward = aligned(_sgd_statements([s for s in sched.backward if s.target not in sparse],
+                                           graph, sched))
     helpers = [h for node in graph if node.op in TENSOR_OPS for h in TENSOR_OPS[node.op].helpers]
     link = compiler.link
     if link == "softmax":
@@ -224,6 +225,25 @@ def _sparse_updates(graph, sched):
         if target and sum(s.target == target for s in sched.backward) == 1:
             updates[target] = _fill(op.sparse_update, node, sched.adjoints[node.name])
     return updates
+
+
+def _sgd_statements(statements, graph, sched):
+    """sgd_step's adjoints: an op's `sgd_vjps` form replaces its vjp (sgd_step keeps
+    no cache, so the vjp may overwrite the forward's aux values)."""
+    from .autodiff import Statement, _fill, tensor_op
+    from .tensor_ops import TENSOR_OPS
+    swap = {}
+    for node in graph:
+        if node.op not in TENSOR_OPS and "rule" not in node.attrs:
+            continue
+        op = tensor_op(node)
+        g = sched.adjoints.get(node.name)
+        if not op.sgd_vjps or g is None:
+            continue
+        for plain, inplace in zip(op.vjps, op.sgd_vjps):
+            if plain and inplace:
+                swap[_fill(plain, node, g)] = _fill(inplace, node, g)
+    return [Statement(s.target, swap.get(s.code, s.code), s.comment) for s in statements]
 
 
 def _param_view(p):
