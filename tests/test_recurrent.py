@@ -81,6 +81,18 @@ def test_bptt_gradients_match_finite_differences(layer, masked):
 
 
 @pytest.mark.parametrize("layer", ["lstm: {hidden: 3, peephole: true}",
+                                   "lstm: {hidden: 2, bidirectional: true}"])
+def test_gradients_when_padded_and_unpadded_steps_alternate(layer):
+    # the scan masks only steps whose mask column has a 0; here such steps lie
+    # between and before unpadded ones (not only at the end), with a given initial state
+    module = module_from(spec(layer))
+    params, x, y, _, state = problem(module, True, steps=6, with_state=True, seed=7)
+    mask = np.ones((3, 6))
+    mask[1, 1] = mask[2, 0] = mask[2, 3] = mask[1, 5] = 0     # full columns: 2 and 4
+    assert gradient_errors(module, params, x, y, mask, state) < TOL
+
+
+@pytest.mark.parametrize("layer", ["lstm: {hidden: 3, peephole: true}",
                                    "rnn: {hidden: 2, bidirectional: true, layers: 2}"])
 def test_gradient_with_respect_to_a_given_initial_state(layer):
     module = module_from(spec(layer))
@@ -198,7 +210,9 @@ def test_embedding_needs_token_ids(tmp_path, capsys):
 
 def test_lstm_loop_stacks_gate_weights_and_hoists_input_products():
     source = compile_file("examples/gru_tagger.yaml").source
-    assert "_X = (xs.reshape(B * T, -1) @ _Wx.T + _bx)" in source  # out of the loop
+    hoisted = "_X = xs.transpose(1, 0, 2).reshape(T * B, -1) @ _Wx.T"
+    assert hoisted in source                                     # every step's input products
+    assert source.index(hoisted) < source.index("for t in")      # out of the loop
     assert "_Hp = h_prev @ _Wh.T" in source                      # one matmul per step for z and r
     assert "np.add.at" in source                                 # embedding gradient only
 
