@@ -13,8 +13,12 @@ Two rewrites make the loop fast without knowing the cell:
   them for every time step at once (with the biases added to them);
 - the products with a previous state (`W_hi @ h_prev`, `W_hf @ h_prev`, ...)
   are stacked so one matmul per step serves all gates.
-Their weight gradients are one matmul each after the backward loop.
-Masking: a padded step keeps the previous state, `h_next = where(m, h, h_prev)`.
+Their weight gradients are one matmul each after the backward loop: the
+per-step adjoints of the stacked products go into one time-major buffer.
+Masking: a padded step keeps the previous state, `h_next = where(m, h, h_prev)`;
+the step graph itself ends at the new states, and the template adds the
+masking only at steps whose mask column has a 0 (sorted batches pad only
+their last steps, so most steps run the plain cell).
 """
 
 from dataclasses import dataclass, field
@@ -239,6 +243,13 @@ class ScanCompiler:
         return self.pairs and len(self.x_slots) == self.pairs == len(self.h_slots.get(first, [])) \
             and len(self.h_slots) == 1
 
+    def _h_prefix(self):
+        """The first state's products are exactly the paired ones, which lead the
+        stacked input products: one buffer holds both, and their adjoints too."""
+        first = self.cell.states[0]
+        hs = [s.symbol for s in self.h_slots.get(first, [])]
+        return bool(self.pairs) and hs == [s.symbol for s in self.x_slots[:self.pairs]]
+
     def _fuse(self, rewritten):
         """Gates with the same activation of their own pre-activation (i, f, o =
         sigmoid(z_i), ...) become one activation over adjacent columns.
@@ -312,11 +323,20 @@ class ScanCompiler:
                 lines.append(f"{block} = _S[:, {start}:{stop}]")
                 start = stop
             return lines
+        H = self.H
+        if self._h_prefix():
+            lines.append("_S = _X[t]                      # becomes this step's pre-activations")
+            lines.append(f"_S[:, 0:{P * H}] += {first}_prev @ _Wh.T")
+            lines += self._slices("_S", x_slots)
+            for s, slots in self.h_slots.items():
+                if s != first:
+                    lines.append(f"_Hp_{s} = {s}_prev @ _Wh_{s}.T")
+                    lines += self._slices(f"_Hp_{s}", slots)
+            return lines
         if x_slots:
             lines.append("_Xt = _X[t]")
         if h_slots:
             lines.append(f"_Hp = {first}_prev @ _Wh.T")
-        H = self.H
         for k in range(P):
             lines.append(f"{x_slots[k].symbol} = _Xt[:, {k * H}:{(k + 1) * H}] + _Hp[:, {k * H}:{(k + 1) * H}]")
         lines += self._slices("_Xt", x_slots[P:], P) + self._slices("_Hp", h_slots[P:], P)
@@ -336,13 +356,16 @@ class ScanCompiler:
         x_parts = ([block for block, _ in self.blocks] if self._all_pairs()
                    else [s.symbol for s in self.x_slots])
         if x_parts:
-            lines += _into(f"_dX[t]", [adj(n) for n in x_parts], [len(b) for _, b in self.blocks]
+            lines += _into("_dX[t]", [adj(n) for n in x_parts], [len(b) for _, b in self.blocks]
                            if self._all_pairs() else [1] * len(x_parts), self.H)
+        step = "_dXt" if len(x_parts) > 1 else "_dX[t]"
         carries = {s: grads.get(f"{s}_prev") for s in self.cell.states}
         for s, slots in self.h_slots.items():
             suffix = "" if s == first else f"_{s}"
-            if s == first and self._all_pairs():
-                lines.append(f"_dHp{suffix} = _dX[t]")
+            if s == first and self._h_prefix():      # the leading columns of _dX[t]
+                width = self.pairs * self.H
+                full = width == len(self.x_slots) * self.H
+                lines.append(f"_dHp = {step}" + ("" if full else f"[:, 0:{width}]"))
             else:
                 lines.append(f"_dHp{suffix} = {_side_by_side([adj(sl.symbol) for sl in slots])}")
                 lines.append(f"_dHs{suffix}.append(_dHp{suffix})")
@@ -380,9 +403,11 @@ class ScanCompiler:
             lines.append("dxs = _dx_direct if dxs is None else dxs + _dx_direct")
         for s, slots in self.h_slots.items():
             suffix = "" if s == first else f"_{s}"
-            if s == first and self._all_pairs():     # _dX holds them, by time
+            if s == first and self._h_prefix():      # _dX holds them, by time
                 order = "[::-1]" if self.reverse else ""
-                lines.append(f"_dWh = _dX.T @ np.concatenate(saved_{s}_prev{order})")
+                width = self.pairs * H
+                cols = "_dX" if width == len(self.x_slots) * H else f"_dX[:, 0:{width}]"
+                lines.append(f"_dWh = {cols}.T @ np.concatenate(saved_{s}_prev{order})")
             else:
                 lines.append(f"_dWh{suffix} = np.concatenate(_dHs{suffix}[::-1]).T @ "
                              f"np.concatenate(saved_{s}_prev)")
@@ -429,8 +454,7 @@ class ScanCompiler:
             "param_grads": param_grads,
             "vector_params": self.vector_params,
             "loop_matrices": self.loop_matrices,
-            "all_pairs": bool(self._all_pairs()),
-            "h_in_list": [s for s in self.h_slots if not (s == first and self._all_pairs())],
+            "h_in_list": [s for s in self.h_slots if not (s == first and self._h_prefix())],
         }
 
 
@@ -455,11 +479,6 @@ def _terms(expr):
     if isinstance(expr, sp.Add):
         return [t for a in expr.args for t in _terms(a)]
     return [expr]
-
-
-def _select(m, a, b):
-    from .primitives import select
-    return select(m, a, b, evaluate=False)
 
 
 def _text(expr):
