@@ -71,7 +71,7 @@ TENSOR_OPS = {op.name: op for op in [
     # (B, T, n) @ (n, m) as one 2-D product: a 3-D matmul would run one product per sequence
     TensorOp("linear_seq", "_linear_steps({0}, {1}, {2})",
              ("_matmul_steps({g}, {1})", "{g}.reshape(-1, {g}.shape[-1]).T @ {0}.reshape(-1, {0}.shape[-1])",
-              "{g}.sum(axis=(0, 1))"), helpers=("_linear_steps", "_matmul_steps")),
+              "_sum_steps({g})"), helpers=("_linear_steps", "_matmul_steps", "_sum_steps")),
     TensorOp("linear_seq_nobias", "_matmul_steps({0}, {1}.T)",
              ("_matmul_steps({g}, {1})", "{g}.reshape(-1, {g}.shape[-1]).T @ {0}.reshape(-1, {0}.shape[-1])"),
              helpers=("_matmul_steps",)),
