@@ -136,11 +136,12 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
     logits_needed = graph.ancestors(compiler.logits)
     predict = [f"{s.target} = {s.code}" for s in sched.forward
                if s.target.split(",")[0] in logits_needed]
+    consuming = _consuming(sched.backward, graph, sched, "consume")
     backward_body = ["# backward (reverse topological order)",
-                     f"{sched.seed} = 1.0"] + aligned(sched.backward)
+                     f"{sched.seed} = 1.0"] + aligned(consuming)
     sparse = _sparse_updates(graph, sched)
-    sgd_backward = aligned(_sgd_statements([s for s in sched.backward if s.target not in sparse],
-                                           graph, sched))
+    sgd_backward = aligned(_consuming([s for s in sched.backward if s.target not in sparse],
+                                      graph, sched, "True"))
     helpers = [h for node in graph if node.op in TENSOR_OPS for h in TENSOR_OPS[node.op].helpers]
     link = compiler.link
     if link == "softmax":
@@ -186,6 +187,7 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
         forward_params=used_params(forward),
         cache=cache,
         backward_body=backward_body,
+        consume=consuming != sched.backward,
         sgd_backward=sgd_backward,
         seed=sched.seed,
         sparse_updates=sparse,
@@ -227,9 +229,9 @@ def _sparse_updates(graph, sched):
     return updates
 
 
-def _sgd_statements(statements, graph, sched):
-    """sgd_step's adjoints: an op's `sgd_vjps` form replaces its vjp (sgd_step keeps
-    no cache, so the vjp may overwrite the forward's aux values)."""
+def _consuming(statements, graph, sched, flag):
+    """The adjoint statements with each op's `consuming_vjps` form in place of its
+    vjp, with `flag` (code) saying whether it may overwrite the forward's aux values."""
     from .autodiff import Statement, _fill, tensor_op
     from .tensor_ops import TENSOR_OPS
     swap = {}
@@ -238,11 +240,11 @@ def _sgd_statements(statements, graph, sched):
             continue
         op = tensor_op(node)
         g = sched.adjoints.get(node.name)
-        if not op.sgd_vjps or g is None:
+        if not op.consuming_vjps or g is None:
             continue
-        for plain, inplace in zip(op.vjps, op.sgd_vjps):
-            if plain and inplace:
-                swap[_fill(plain, node, g)] = _fill(inplace, node, g)
+        for plain, consuming in zip(op.vjps, op.consuming_vjps):
+            if plain and consuming:
+                swap[_fill(plain, node, g)] = _fill(consuming, node, g, {"consume": flag})
     return [Statement(s.target, swap.get(s.code, s.code), s.comment) for s in statements]
 
 

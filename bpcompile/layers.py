@@ -71,7 +71,7 @@ class LayerCompiler:
         self.sequence = self._is_sequence()
         self.input_shape = self._input_shape()
         self.graph = Graph(self.name)
-        self.namer = Namer(["x", "y", "B", "J", "p", "s", "e", "total", "n", "mask", "state"])
+        self.namer = Namer(["x", "y", "B", "J", "p", "s", "e", "total", "n", "mask", "state", "consume"])
         self.params = []
         self.layers = []
         self.functions = []          # generated recurrent-layer functions (source text)

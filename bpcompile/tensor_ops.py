@@ -29,8 +29,9 @@ class TensorOp:
                                  # already includes lr) without forming its dense gradient
     forward_reuse: str = ""      # the forward when operand 0 is read by nothing else: it
                                  # may overwrite operand 0's buffer
-    sgd_vjps: tuple = ()         # vjps for sgd_step, which keeps no cache: they may
-                                 # overwrite the aux values
+    consuming_vjps: tuple = ()   # vjps that may overwrite the aux values, where the cache is
+                                 # not kept (sgd_step, value_and_grad); `{consume}` is the
+                                 # code of the flag
 
     def fields(self, formula):
         """Placeholders a formula reads: operand indices, 'out', aux names, 'g'."""
@@ -88,7 +89,7 @@ TENSOR_OPS = {op.name: op for op in [
              aux=("e", "total", "n"),
              helpers=("_masked_softmax_cross_entropy", "_masked_softmax_cross_entropy_grad"),
              forward_reuse="_masked_softmax_cross_entropy({0}, {1}, {2}, overwrite=True)",
-             sgd_vjps=("_masked_softmax_cross_entropy_grad({e}, {total}, {1}, {2} * ({g} / {n}), overwrite=True)",
-                       None, None)),
+             consuming_vjps=("_masked_softmax_cross_entropy_grad({e}, {total}, {1}, {2} * ({g} / {n}), "
+                             "overwrite={consume})", None, None)),
     TensorOp("flatten", "{0}.reshape(len({0}), -1)", ("{g}.reshape({unflat})",)),
 ]}

@@ -221,3 +221,21 @@ def test_lstm_loop_stacks_gate_weights_and_hoists_input_products():
 def test_check_command_on_sequence_specs(path, capsys):
     assert main(["check", path]) == 0
     assert ": ok" in capsys.readouterr().out
+
+
+def test_backward_keeps_the_cache_unless_told_to_consume_it():
+    # sgd_step and value_and_grad let the loss gradient overwrite the cached
+    # exp(logits); backward(params, cache) leaves the cache reusable
+    module = module_from(spec("lstm: {hidden: 3}"))
+    params, x, y, mask, _ = problem(module, True, seed=8)
+    _, cache = module.forward(params, x, y, mask)
+    e = cache["e"].copy()
+    first = module.backward(params, cache)
+    np.testing.assert_array_equal(cache["e"], e)
+    again = module.backward(params, cache)
+    consumed = module.backward(params, cache, consume=True)
+    _, combined = module.value_and_grad(params, x, y, mask)
+    for k in params:
+        np.testing.assert_array_equal(again[k], first[k], err_msg=k)
+        np.testing.assert_array_equal(consumed[k], first[k], err_msg=k)
+        np.testing.assert_array_equal(combined[k], first[k], err_msg=k)
