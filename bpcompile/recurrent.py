@@ -432,9 +432,10 @@ class ScanCompiler:
         saved = [n for n in saved if n not in parts]
         restore = [f"{name} = {node.operands[0]}[:, {node.attrs['fmt']['a']}:{node.attrs['fmt']['b']}]"
                    for name, node in parts.items()]
+        restored = list(saved)             # what the backward loop reads
         for s in self.h_slots:
             if f"{s}_prev" not in saved:
-                saved.append(f"{s}_prev")
+                saved.append(f"{s}_prev")  # for the weight gradients after the loop
         after, param_grads = self.after_loop()
         first = cell.states[0]
         return {
@@ -447,6 +448,7 @@ class ScanCompiler:
             "loop_top": self.loop_top(),
             "forward": [f"{s.target} = {s.code}" for s in sched.forward],
             "saved": saved,
+            "restored": restored,
             "restore": restore,
             "backward": aligned(sched.backward),
             "loop_bottom": self.loop_bottom(),
