@@ -205,7 +205,22 @@ def schedule(graph, seeds=None):
             for name in [node.name, *node.attrs.get("aux", {}).values()]:
                 forward_names[name] = True
     result.cache = [n for n in forward_names if n in reads]
+    _reuse_dead_operands(graph, computed, rules, tensor, result, outputs)
     return result
+
+
+def _reuse_dead_operands(graph, computed, rules, tensor, result, outputs):
+    """Ops with a `forward_reuse` form overwrite operand 0 when nothing else reads
+    it: no other node, no adjoint formula (the cache), no seeded output."""
+    users = graph.consumers()
+    for k, node in enumerate(computed):
+        op = tensor_op(node) if rules[node.name] is tensor else None
+        if op is None or not op.forward_reuse or not node.operands:
+            continue
+        src = node.operands[0]
+        if (isinstance(src, str) and graph[src].op != "input" and users[src] == [node.name]
+                and src not in result.cache and src not in outputs):
+            result.forward[k] = Statement(targets(node), _fill(op.forward_reuse, node, None))
 
 
 def _assemble_parts(name, pieces, adjoint, namer, out):

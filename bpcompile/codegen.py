@@ -136,10 +136,12 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
     logits_needed = graph.ancestors(compiler.logits)
     predict = [f"{s.target} = {s.code}" for s in sched.forward
                if s.target.split(",")[0] in logits_needed]
+    consuming = _consuming(sched.backward, graph, sched, "consume")
     backward_body = ["# backward (reverse topological order)",
-                     f"{sched.seed} = 1.0"] + aligned(sched.backward)
+                     f"{sched.seed} = 1.0"] + aligned(consuming)
     sparse = _sparse_updates(graph, sched)
-    sgd_backward = aligned([s for s in sched.backward if s.target not in sparse])
+    sgd_backward = aligned(_consuming([s for s in sched.backward if s.target not in sparse],
+                                      graph, sched, "True"))
     helpers = [h for node in graph if node.op in TENSOR_OPS for h in TENSOR_OPS[node.op].helpers]
     link = compiler.link
     if link == "softmax":
@@ -194,6 +196,7 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
         forward_params=used_params(forward),
         cache=cache,
         backward_body=backward_body,
+        consume=consuming != sched.backward,
         sgd_backward=sgd_backward,
         seed=sched.seed,
         sparse_updates=sparse,
@@ -235,6 +238,25 @@ def _sparse_updates(graph, sched):
         if target and sum(s.target == target for s in sched.backward) == 1:
             updates[target] = _fill(op.sparse_update, node, sched.adjoints[node.name])
     return updates
+
+
+def _consuming(statements, graph, sched, flag):
+    """The adjoint statements with each op's `consuming_vjps` form in place of its
+    vjp, with `flag` (code) saying whether it may overwrite the forward's aux values."""
+    from .autodiff import Statement, _fill, tensor_op
+    from .tensor_ops import TENSOR_OPS
+    swap = {}
+    for node in graph:
+        if node.op not in TENSOR_OPS and "rule" not in node.attrs:
+            continue
+        op = tensor_op(node)
+        g = sched.adjoints.get(node.name)
+        if not op.consuming_vjps or g is None:
+            continue
+        for plain, consuming in zip(op.vjps, op.consuming_vjps):
+            if plain and consuming:
+                swap[_fill(plain, node, g)] = _fill(consuming, node, g, {"consume": flag})
+    return [Statement(s.target, swap.get(s.code, s.code), s.comment) for s in statements]
 
 
 def _param_view(p):

@@ -71,7 +71,7 @@ class LayerCompiler:
         self.sequence = self._is_sequence()
         self.input_shape = self._input_shape()
         self.graph = Graph(self.name)
-        self.namer = Namer(["x", "y", "B", "J", "p", "s", "n", "mask", "state"])
+        self.namer = Namer(["x", "y", "B", "J", "p", "s", "e", "total", "n", "mask", "state", "consume"])
         self.params = []
         self.layers = []
         self.functions = []          # generated recurrent-layer functions (source text)
@@ -251,7 +251,7 @@ class LayerCompiler:
         g = self.graph
         g.add(Node("y", "input", shape=("B", "T"), dtype="int64", user=True))
         g.add(Node("J", "softmax_cross_entropy_seq", (logits.name, "y", "mask"), shape=(),
-                   dtype=self.dtype, attrs={"aux": {"p": "p", "n": "n"}}))
+                   dtype=self.dtype, attrs={"aux": {"e": "e", "total": "total", "n": "n"}}))
         g.output = "J"
         g.wrt = [p.var for p in self.params] + [var for _, var, _ in self.states]
 

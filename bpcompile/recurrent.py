@@ -13,8 +13,12 @@ Two rewrites make the loop fast without knowing the cell:
   them for every time step at once (with the biases added to them);
 - the products with a previous state (`W_hi @ h_prev`, `W_hf @ h_prev`, ...)
   are stacked so one matmul per step serves all gates.
-Their weight gradients are one matmul each after the backward loop.
-Masking: a padded step keeps the previous state, `h_next = where(m, h, h_prev)`.
+Their weight gradients are one matmul each after the backward loop: the
+per-step adjoints of the stacked products go into one time-major buffer.
+Masking: a padded step keeps the previous state, `h_next = where(m, h, h_prev)`;
+the step graph itself ends at the new states, and the template adds the
+masking only at steps whose mask column has a 0 (sorted batches pad only
+their last steps, so most steps run the plain cell).
 """
 
 from dataclasses import dataclass, field
@@ -198,7 +202,7 @@ class ScanCompiler:
         rewritten = [(a, self._rewrite(a.expr, a.target)) for a in cell.equations]
         self.blocks = [(s.symbol, [s]) for s in self.x_slots]     # slices of the stacked products
         fused = self._fuse(rewritten) if self._all_pairs() else []
-        self.step_inputs = ["m"] + [f"{s}_prev" for s in cell.states]
+        self.step_inputs = [f"{s}_prev" for s in cell.states]
         slot_names = [b for b, _ in self.blocks] if self._all_pairs() else \
             [s.symbol for s in self.x_slots] + [s.symbol for slots in self.h_slots.values() for s in slots]
         used = set()
@@ -226,18 +230,25 @@ class ScanCompiler:
             expr = self._lower_products(expr, lowering, a)
             self.namer.claim(a.target)
             lowering.assignment(Assignment(a.target, expr, a.line, a.col, [], {}))
-        for s in cell.states:
-            lowering.assignment(Assignment(
-                f"{s}_next", _select(symbol("m"), symbol(s), symbol(f"{s}_prev")), 0, 1, [], {}))
+        # The step graph ends at the new states: masking (a padded step keeps the
+        # previous state) is added around it by the template, and only at steps
+        # that have padding.
         g.output = "J"
         g.wrt = [n for n in slot_names + [f"{s}_prev" for s in cell.states] + self.vector_params
                  + self.loop_matrices + (["x"] if self.uses_x else []) if n in g.nodes]
-        self.schedule = schedule(g, seeds={f"{s}_next": f"dJ_d{s}_next" for s in cell.states})
+        self.schedule = schedule(g, seeds={s: f"dJ_d{s}" for s in cell.states})
 
     def _all_pairs(self):
         first = self.cell.states[0]
         return self.pairs and len(self.x_slots) == self.pairs == len(self.h_slots.get(first, [])) \
             and len(self.h_slots) == 1
+
+    def _h_prefix(self):
+        """The first state's products are exactly the paired ones, which lead the
+        stacked input products: one buffer holds both, and their adjoints too."""
+        first = self.cell.states[0]
+        hs = [s.symbol for s in self.h_slots.get(first, [])]
+        return bool(self.pairs) and hs == [s.symbol for s in self.x_slots[:self.pairs]]
 
     def _fuse(self, rewritten):
         """Gates with the same activation of their own pre-activation (i, f, o =
@@ -304,18 +315,28 @@ class ScanCompiler:
         x_slots, h_slots, P = self.x_slots, self.h_slots.get(first, []), self.pairs
         lines = []
         if self._all_pairs():
-            lines.append(f"_S = _X[:, t] + {first}_prev @ _Wh.T")
+            lines.append("_S = _X[t]                      # becomes this step's pre-activations")
+            lines.append(f"_S += {first}_prev @ _Wh.T")
             start = 0
             for block, slots in self.blocks:
                 stop = start + len(slots) * self.H
                 lines.append(f"{block} = _S[:, {start}:{stop}]")
                 start = stop
             return lines
+        H = self.H
+        if self._h_prefix():
+            lines.append("_S = _X[t]                      # becomes this step's pre-activations")
+            lines.append(f"_S[:, 0:{P * H}] += {first}_prev @ _Wh.T")
+            lines += self._slices("_S", x_slots)
+            for s, slots in self.h_slots.items():
+                if s != first:
+                    lines.append(f"_Hp_{s} = {s}_prev @ _Wh_{s}.T")
+                    lines += self._slices(f"_Hp_{s}", slots)
+            return lines
         if x_slots:
-            lines.append("_Xt = _X[:, t]")
+            lines.append("_Xt = _X[t]")
         if h_slots:
             lines.append(f"_Hp = {first}_prev @ _Wh.T")
-        H = self.H
         for k in range(P):
             lines.append(f"{x_slots[k].symbol} = _Xt[:, {k * H}:{(k + 1) * H}] + _Hp[:, {k * H}:{(k + 1) * H}]")
         lines += self._slices("_Xt", x_slots[P:], P) + self._slices("_Hp", h_slots[P:], P)
@@ -335,15 +356,19 @@ class ScanCompiler:
         x_parts = ([block for block, _ in self.blocks] if self._all_pairs()
                    else [s.symbol for s in self.x_slots])
         if x_parts:
-            lines.append(f"_dX[:, t] = {_side_by_side([adj(n) for n in x_parts])}")
+            lines += _into("_dX[t]", [adj(n) for n in x_parts], [len(b) for _, b in self.blocks]
+                           if self._all_pairs() else [1] * len(x_parts), self.H)
+        step = "_dXt" if len(x_parts) > 1 else "_dX[t]"
         carries = {s: grads.get(f"{s}_prev") for s in self.cell.states}
         for s, slots in self.h_slots.items():
             suffix = "" if s == first else f"_{s}"
-            if s == first and self._all_pairs():
-                lines.append(f"_dHp{suffix} = _dX[:, t]")
+            if s == first and self._h_prefix():      # the leading columns of _dX[t]
+                width = self.pairs * self.H
+                full = width == len(self.x_slots) * self.H
+                lines.append(f"_dHp = {step}" + ("" if full else f"[:, 0:{width}]"))
             else:
                 lines.append(f"_dHp{suffix} = {_side_by_side([adj(sl.symbol) for sl in slots])}")
-            lines.append(f"_dHs{suffix}.append(_dHp{suffix})")
+                lines.append(f"_dHs{suffix}.append(_dHp{suffix})")
             term = f"_dHp{suffix} @ _Wh{suffix}"
             carries[s] = f"{carries[s]} + {term}" if carries[s] else term
         for s in self.cell.states:
@@ -364,9 +389,10 @@ class ScanCompiler:
         H, lines, names = self.H, [], {}
         if self.x_slots:
             n = len(self.x_slots) * H
-            lines += [f"_dWx = _dX.reshape(-1, {n}).T @ xs.reshape(-1, xs.shape[-1])",
-                      "_dbx = _dX.sum(axis=(0, 1))",
-                      "dxs = (_dX.reshape(B * T, -1) @ _Wx).reshape(B, T, -1) if need_dx else None"]
+            lines += [f"_dX = _dX.reshape(T * B, {n})",
+                      "_dWx = _dX.T @ xs.transpose(1, 0, 2).reshape(T * B, -1)",
+                      "_dbx = _dX.sum(axis=0)",
+                      "dxs = (_dX @ _Wx).reshape(T, B, -1).transpose(1, 0, 2) if need_dx else None"]
             for k, slot in enumerate(self.x_slots):
                 names[slot.weight] = f"_dWx[{k * H}:{(k + 1) * H}]"
                 if slot.bias:
@@ -377,8 +403,14 @@ class ScanCompiler:
             lines.append("dxs = _dx_direct if dxs is None else dxs + _dx_direct")
         for s, slots in self.h_slots.items():
             suffix = "" if s == first else f"_{s}"
-            lines.append(f"_dWh{suffix} = np.concatenate(_dHs{suffix}[::-1]).T @ "
-                         f"np.concatenate(saved_{s}_prev)")
+            if s == first and self._h_prefix():      # _dX holds them, by time
+                order = "[::-1]" if self.reverse else ""
+                width = self.pairs * H
+                cols = "_dX" if width == len(self.x_slots) * H else f"_dX[:, 0:{width}]"
+                lines.append(f"_dWh = {cols}.T @ np.concatenate(saved_{s}_prev{order})")
+            else:
+                lines.append(f"_dWh{suffix} = np.concatenate(_dHs{suffix}[::-1]).T @ "
+                             f"np.concatenate(saved_{s}_prev)")
             for k, slot in enumerate(slots):
                 names[slot.weight] = f"_dWh{suffix}[{k * H}:{(k + 1) * H}]"
         for p in self.vector_params + self.loop_matrices:
@@ -391,7 +423,7 @@ class ScanCompiler:
         cell, sched = self.cell, self.schedule
         from .codegen import aligned
         constant = set(self.vector_params + self.loop_matrices)
-        saved = [n for n in sched.cache if n not in constant and n != "m"]
+        saved = [n for n in sched.cache if n not in constant]
         # a gate that is columns of a fused block is re-sliced from the stored block
         parts = {n.name: n for n in self.graph if n.op == "cols" and n.name in saved}
         for node in parts.values():
@@ -400,9 +432,10 @@ class ScanCompiler:
         saved = [n for n in saved if n not in parts]
         restore = [f"{name} = {node.operands[0]}[:, {node.attrs['fmt']['a']}:{node.attrs['fmt']['b']}]"
                    for name, node in parts.items()]
+        restored = list(saved)             # what the backward loop reads
         for s in self.h_slots:
             if f"{s}_prev" not in saved:
-                saved.append(f"{s}_prev")
+                saved.append(f"{s}_prev")  # for the weight gradients after the loop
         after, param_grads = self.after_loop()
         first = cell.states[0]
         return {
@@ -415,6 +448,7 @@ class ScanCompiler:
             "loop_top": self.loop_top(),
             "forward": [f"{s.target} = {s.code}" for s in sched.forward],
             "saved": saved,
+            "restored": restored,
             "restore": restore,
             "backward": aligned(sched.backward),
             "loop_bottom": self.loop_bottom(),
@@ -422,7 +456,19 @@ class ScanCompiler:
             "param_grads": param_grads,
             "vector_params": self.vector_params,
             "loop_matrices": self.loop_matrices,
+            "h_in_list": [s for s in self.h_slots if not (s == first and self._h_prefix())],
         }
+
+
+def _into(buffer, parts, widths, H):
+    """Statements writing (B, w*H) arrays side by side into the columns of `buffer`."""
+    if len(parts) == 1:
+        return [f"{buffer} = {parts[0]}"]
+    lines, start = [f"_dXt = {buffer}"], 0
+    for part, w in zip(parts, widths):
+        lines.append(f"_dXt[:, {start * H}:{(start + w) * H}] = {part}")
+        start += w
+    return lines
 
 
 def _side_by_side(parts):
@@ -435,11 +481,6 @@ def _terms(expr):
     if isinstance(expr, sp.Add):
         return [t for a in expr.args for t in _terms(a)]
     return [expr]
-
-
-def _select(m, a, b):
-    from .primitives import select
-    return select(m, a, b, evaluate=False)
 
 
 def _text(expr):

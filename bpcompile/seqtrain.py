@@ -41,7 +41,7 @@ def tagger_accuracy(module, params, sentences, vocab, tag_ids, batch_size=64):
         loss, cache = module.forward(params, x, y, mask)
         real = mask.sum()
         total_loss += float(loss) * real
-        predicted = cache["p"].argmax(axis=-1)
+        predicted = cache["e"].argmax(axis=-1)      # e is proportional to softmax
         correct += float(((predicted == y) * mask).sum())
         count += real
     return total_loss / max(count, 1), correct / max(count, 1)

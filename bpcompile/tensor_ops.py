@@ -51,6 +51,11 @@ class TensorOp:
                                  # adjoint is the concatenation of its parts' adjoints
     sparse_update: str = ""      # how sgd_step updates operand 1 (a table) from {g} (which
                                  # already includes lr) without forming its dense gradient
+    forward_reuse: str = ""      # the forward when operand 0 is read by nothing else: it
+                                 # may overwrite operand 0's buffer
+    consuming_vjps: tuple = ()   # vjps that may overwrite the aux values, where the cache is
+                                 # not kept (sgd_step, value_and_grad); `{consume}` is the
+                                 # code of the flag
     row: RowRule = None          # the one-example form, if the op has one
 
     def fields(self, formula):
@@ -117,7 +122,7 @@ TENSOR_OPS = {op.name: op for op in [
     # (B, T, n) @ (n, m) as one 2-D product: a 3-D matmul would run one product per sequence
     TensorOp("linear_seq", "_linear_steps({0}, {1}, {2})",
              ("_matmul_steps({g}, {1})", "{g}.reshape(-1, {g}.shape[-1]).T @ {0}.reshape(-1, {0}.shape[-1])",
-              "{g}.sum(axis=(0, 1))"), helpers=("_linear_steps", "_matmul_steps")),
+              "_sum_steps({g})"), helpers=("_linear_steps", "_matmul_steps", "_sum_steps")),
     TensorOp("linear_seq_nobias", "_matmul_steps({0}, {1}.T)",
              ("_matmul_steps({g}, {1})", "{g}.reshape(-1, {g}.shape[-1]).T @ {0}.reshape(-1, {0}.shape[-1])"),
              helpers=("_matmul_steps",)),
@@ -126,9 +131,15 @@ TENSOR_OPS = {op.name: op for op in [
              helpers=("_embedding_grad",),
              sparse_update="np.subtract.at({1}, {0}.ravel(), {g}.reshape(-1, {1}.shape[-1]))"),
     TensorOp("concat_last", "np.concatenate([{0}, {1}], axis=-1)", ("{g}[..., :{n0}]", "{g}[..., {n0}:]")),
-    # J = sum over unmasked positions of -log softmax(a)[y] / their number n
+    # J = sum over unmasked positions of -log softmax(a)[y] / their number n; e = exp(a - max a)
+    # and its row sums `total` (softmax(a) = e / total); the logits' buffer becomes e when
+    # nothing else reads them, and sgd_step scales e into the gradient in place
     TensorOp("softmax_cross_entropy_seq", "_masked_softmax_cross_entropy({0}, {1}, {2})",
-             ("_softmax_cross_entropy_grad({p}, {1}, {2}[..., None] * ({g} / {n}))", None, None),
-             aux=("p", "n"), helpers=("_masked_softmax_cross_entropy", "_softmax_cross_entropy_grad")),
+             ("_masked_softmax_cross_entropy_grad({e}, {total}, {1}, {2} * ({g} / {n}))", None, None),
+             aux=("e", "total", "n"),
+             helpers=("_masked_softmax_cross_entropy", "_masked_softmax_cross_entropy_grad"),
+             forward_reuse="_masked_softmax_cross_entropy({0}, {1}, {2}, overwrite=True)",
+             consuming_vjps=("_masked_softmax_cross_entropy_grad({e}, {total}, {1}, {2} * ({g} / {n}), "
+                             "overwrite={consume})", None, None)),
     TensorOp("flatten", "{0}.reshape(len({0}), -1)", ("{g}.reshape({unflat})",)),
 ]}

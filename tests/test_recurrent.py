@@ -81,6 +81,18 @@ def test_bptt_gradients_match_finite_differences(layer, masked):
 
 
 @pytest.mark.parametrize("layer", ["lstm: {hidden: 3, peephole: true}",
+                                   "lstm: {hidden: 2, bidirectional: true}"])
+def test_gradients_when_padded_and_unpadded_steps_alternate(layer):
+    # the scan masks only steps whose mask column has a 0; here such steps lie
+    # between and before unpadded ones (not only at the end), with a given initial state
+    module = module_from(spec(layer))
+    params, x, y, _, state = problem(module, True, steps=6, with_state=True, seed=7)
+    mask = np.ones((3, 6))
+    mask[1, 1] = mask[2, 0] = mask[2, 3] = mask[1, 5] = 0     # full columns: 2 and 4
+    assert gradient_errors(module, params, x, y, mask, state) < TOL
+
+
+@pytest.mark.parametrize("layer", ["lstm: {hidden: 3, peephole: true}",
                                    "rnn: {hidden: 2, bidirectional: true, layers: 2}"])
 def test_gradient_with_respect_to_a_given_initial_state(layer):
     module = module_from(spec(layer))
@@ -198,8 +210,10 @@ def test_embedding_needs_token_ids(tmp_path, capsys):
 
 def test_lstm_loop_stacks_gate_weights_and_hoists_input_products():
     source = compile_file("examples/gru_tagger.yaml").source
-    assert "_X = (xs.reshape(B * T, -1) @ _Wx.T + _bx)" in source  # out of the loop
-    assert "_Hp = h_prev @ _Wh.T" in source                      # one matmul per step for z and r
+    hoisted = "_X = xs.transpose(1, 0, 2).reshape(T * B, -1) @ _Wx.T"
+    assert hoisted in source                                     # every step's input products
+    assert source.index(hoisted) < source.index("for t in")      # out of the loop
+    assert "_S[:, 0:64] += h_prev @ _Wh.T" in source             # one matmul per step for z and r
     assert "np.add.at" in source                                 # embedding gradient only
 
 
@@ -207,3 +221,21 @@ def test_lstm_loop_stacks_gate_weights_and_hoists_input_products():
 def test_check_command_on_sequence_specs(path, capsys):
     assert main(["check", path]) == 0
     assert ": ok" in capsys.readouterr().out
+
+
+def test_backward_keeps_the_cache_unless_told_to_consume_it():
+    # sgd_step and value_and_grad let the loss gradient overwrite the cached
+    # exp(logits); backward(params, cache) leaves the cache reusable
+    module = module_from(spec("lstm: {hidden: 3}"))
+    params, x, y, mask, _ = problem(module, True, seed=8)
+    _, cache = module.forward(params, x, y, mask)
+    e = cache["e"].copy()
+    first = module.backward(params, cache)
+    np.testing.assert_array_equal(cache["e"], e)
+    again = module.backward(params, cache)
+    consumed = module.backward(params, cache, consume=True)
+    _, combined = module.value_and_grad(params, x, y, mask)
+    for k in params:
+        np.testing.assert_array_equal(again[k], first[k], err_msg=k)
+        np.testing.assert_array_equal(consumed[k], first[k], err_msg=k)
+        np.testing.assert_array_equal(combined[k], first[k], err_msg=k)

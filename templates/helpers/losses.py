@@ -31,6 +31,13 @@ def _linear_steps(x, W, b):
     out += b
     return out.reshape(x.shape[:-1] + (W.shape[0],))
 
+# --- _sum_steps
+def _sum_steps(g):
+    """g (..., n) summed over all leading axes, as the product ones @ g: BLAS
+    does it faster than np.sum."""
+    rows = g.reshape(-1, g.shape[-1])
+    return np.ones(len(rows), g.dtype) @ rows
+
 # --- _matmul_steps
 def _matmul_steps(a, b):
     """a (..., n) @ b (n, m) as one 2-D matrix product over all leading axes."""
@@ -64,18 +71,33 @@ def _softmax(a):
     return e / e.sum(axis=-1, keepdims=True)
 
 # --- _masked_softmax_cross_entropy
-def _masked_softmax_cross_entropy(a, y, mask):
-    """(mean of -log softmax(a)[y] over the positions where mask is 1, softmax(a), their number).
+def _masked_softmax_cross_entropy(a, y, mask, overwrite=False):
+    """(mean of -log softmax(a)[y] over the positions where mask is 1, e, total, n).
 
-    One temporary of a's size, reused: shifted logits, then exp, then probabilities.
+    e = exp(a - max(a)) and total = its sum over the classes, so softmax(a) is
+    e / total: the division is left to the gradient, which scales every row
+    anyway.  n is the number of real positions.  overwrite=True computes e in
+    a's buffer (the caller passes it when nothing else reads a): no temporary
+    of a's size.
     """
-    p = a - a.max(axis=-1, keepdims=True)
-    picked = np.take_along_axis(p, y[..., None], axis=-1)[..., 0]
-    np.exp(p, out=p)
-    total = p.sum(axis=-1, keepdims=True)
-    p /= total
+    e = np.subtract(a, a.max(axis=-1, keepdims=True), out=a if overwrite else None)
+    picked = np.take_along_axis(e, y[..., None], axis=-1)[..., 0]
+    np.exp(e, out=e)
+    rows = e.reshape(-1, e.shape[-1])
+    total = (rows @ np.ones(rows.shape[1], e.dtype)).reshape(e.shape[:-1])  # row sums; BLAS beats np.sum
     n = max(mask.sum(), 1)
-    return np.sum((np.log(total[..., 0]) - picked) * mask) / n, p, n
+    return np.sum((np.log(total) - picked) * mask) / n, e, total, n
+
+# --- _masked_softmax_cross_entropy_grad
+def _masked_softmax_cross_entropy_grad(e, total, y, scale, overwrite=False):
+    """(softmax - onehot(y)) * scale at every position, from e and total of
+    _masked_softmax_cross_entropy: one pass scales each row of e by
+    scale / total (in e's buffer when overwrite=True), then scale is
+    subtracted at each target class."""
+    grad = np.multiply(e, (scale / total)[..., None], out=e if overwrite else None)
+    target = y[..., None]
+    np.put_along_axis(grad, target, np.take_along_axis(grad, target, axis=-1) - scale[..., None], axis=-1)
+    return grad
 
 # --- _embedding_grad
 def _embedding_grad(ids, g, vocab):
