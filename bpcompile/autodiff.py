@@ -220,7 +220,7 @@ def _reuse_dead_operands(graph, computed, rules, tensor, result, outputs):
         src = node.operands[0]
         if (isinstance(src, str) and graph[src].op != "input" and users[src] == [node.name]
                 and src not in result.cache and src not in outputs):
-            result.forward[k] = Statement(targets(node), _fill(op.forward_reuse, node, None))
+            result.forward[k] = Statement(targets(node), _fill(op.forward_reuse, node, None), node=node)
 
 
 def _assemble_parts(name, pieces, adjoint, namer, out):
