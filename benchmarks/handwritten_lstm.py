@@ -29,8 +29,12 @@ What keeps it fast:
   whose mask column is not all ones: the same math, nothing to do otherwise;
 - the output layer, the softmax and its gradient work on one (T*B, V) buffer
   in place; the gradient's normalisation and mask are one multiplication;
-- SGD updates in place; the embedding gradient is scattered with np.add.at
-  (by default straight into E, i.e. only the rows that occur are touched).
+- sums over many rows (softmax totals, bias gradients) are products with a
+  vector of ones, which BLAS does faster than np.sum here;
+- SGD updates in place, with lr folded into the scaling of dJ/dlogits (every
+  gradient is linear in it), so no gradient is multiplied by lr afterwards;
+  the embedding gradient is scattered with np.add.at (by default straight
+  into E, i.e. only the rows that occur are touched).
 """
 import numpy as np
 
@@ -132,7 +136,7 @@ def forward(p, x, y, mask=None, state=None):
     rows = np.arange(T * B)
     zy = L[rows, yf]
     np.exp(L, out=L)
-    total = L.sum(axis=1)
+    total = L @ np.ones(L.shape[1], L.dtype)             # row sums
     mf = mt.ravel()
     n = max(float(mf.sum()), 1.0)
     loss = float(np.dot(np.log(total) - zy, mf)) / n
@@ -141,8 +145,9 @@ def forward(p, x, y, mask=None, state=None):
     return loss, cache
 
 
-def backward(p, cache, embedding="dense"):
-    """Gradients (stacked names, plus "h0", "c0").  Overwrites cache["L"] and cache["G"]'s use.
+def backward(p, cache, embedding="dense", scale=1.0):
+    """Gradients (stacked names, plus "h0", "c0")  times `scale`.  Overwrites cache["L"]
+    and cache["G"]'s use.
 
     embedding="dense": grads["E"] is the (V, D) gradient (np.add.at into zeros);
     embedding="rows": grads["E"] is (ids, per-position rows) for a sparse update.
@@ -157,11 +162,11 @@ def backward(p, cache, embedding="dense"):
     dt = E.dtype
 
     # softmax cross-entropy: dJ/dlogits = (softmax - onehot) * mask / n, in place
-    mf = mt.ravel()
-    L *= (mf / (n * cache["total"]))[:, None]
-    L[cache["rows"], cache["yf"]] -= mf / n
+    mf = mt.ravel() * (scale / n)
+    L *= (mf / cache["total"])[:, None]
+    L[cache["rows"], cache["yf"]] -= mf
     Hout = Hs[1:].reshape(T * B, H)
-    grads = {"W": L.T @ Hout, "b_out": L.sum(axis=0)}
+    grads = {"W": L.T @ Hout, "b_out": np.ones(len(L), dt) @ L}
     dHout = (L @ W).reshape(T, B, H)
 
     # backpropagation through time
@@ -204,7 +209,7 @@ def backward(p, cache, embedding="dense"):
     dGf = dG.reshape(T * B, 4 * H)
     grads["Wh"] = dGf.T @ Hs[:-1].reshape(T * B, H)
     grads["Wx"] = dGf.T @ emb.reshape(T * B, -1)
-    grads["b"] = dGf.sum(axis=0)
+    grads["b"] = np.ones(len(dGf), dt) @ dGf
     demb = dGf @ Wx                                       # (T*B, D)
     if embedding == "dense":
         dE = np.zeros_like(E)
@@ -229,17 +234,12 @@ def sgd_step(p, x, y, lr, mask=None, state=None, embedding="rows"):
     gradient first (the same update up to rounding order).
     """
     loss, cache = forward(p, x, y, mask, state)
-    g = backward(p, cache, embedding)
+    g = backward(p, cache, embedding, scale=lr)           # lr times the gradients
     for name in ("Wx", "Wh", "b", "W", "b_out"):
-        d = g[name]
-        d *= lr
-        p[name] -= d
+        p[name] -= g[name]
     if embedding == "dense":
-        d = g["E"]
-        d *= lr
-        p["E"] -= d
+        p["E"] -= g["E"]
     else:
         ids, rows = g["E"]
-        rows *= -lr
-        np.add.at(p["E"], ids, rows)
+        np.subtract.at(p["E"], ids, rows)
     return loss
