@@ -25,12 +25,14 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .autodiff import schedule
+from .autodiff import forward_expr, schedule
 from .errors import SpecError
 from .frontend import _Lowering
+from .inplace import Unsupported, ufunc_statements
 from .ir import Graph, Node
 from .naming import Namer
 from .parser import Assignment, parse_program, symbol
+from .primitives import PRIMITIVES
 from .tensor_ops import TensorOp
 
 
@@ -309,6 +311,11 @@ class ScanCompiler:
         return [f"{slot.symbol} = {buffer}[:, {(offset + k) * H}:{(offset + k + 1) * H}]"
                 for k, slot in enumerate(slots)]
 
+    def _slot_names(self):
+        """Names loop_top defines: columns of this step's own pre-activation buffers."""
+        names = {str(block) for block, _ in self.blocks} | {str(sl.symbol) for sl in self.x_slots}
+        return names | {str(sl.symbol) for slots in self.h_slots.values() for sl in slots}
+
     def loop_top(self):
         """Statements at the top of a forward step: the per-step projections as slots."""
         first = self.cell.states[0]
@@ -446,7 +453,7 @@ class ScanCompiler:
             "x_slots": self.x_slots, "h_slots": self.h_slots,
             "uses_x": self.uses_x,
             "loop_top": self.loop_top(),
-            "forward": [f"{s.target} = {s.code}" for s in sched.forward],
+            "forward": in_place_forward(sched.forward, set(saved) | set(cell.states), self._slot_names()),
             "saved": saved,
             "restored": restored,
             "restore": restore,
@@ -458,6 +465,38 @@ class ScanCompiler:
             "loop_matrices": self.loop_matrices,
             "h_in_list": [s for s in self.h_slots if not (s == first and self._h_prefix())],
         }
+
+
+def in_place_forward(statements, kept, slots):
+    """A step's forward statements, where an elementwise node may write its value into
+    an operand that nothing reads afterwards (no later statement, not saved for the
+    backward pass, not a state): one fresh array fewer per such node and step.
+
+    An operand qualifies if this step made it (a statement above, or a slot of the
+    step's pre-activations, which are not read again): never a previous state, the
+    input, a parameter or a view of a stored block (`cols`)."""
+    made = {s.node.name for s in statements if s.node is not None and s.node.op != "cols"}
+    made |= slots
+    lines = []
+    for k, s in enumerate(statements):
+        node = s.node
+        donor = None
+        if node is not None and node.op in PRIMITIVES and node.op not in ("identity", "select"):
+            later = {o for t in statements[k + 1:] if t.node is not None for o in t.node.operands}
+            donor = next((o for o in node.operands if isinstance(o, str) and o in made
+                          and o not in kept and o not in later and node.operands.count(o) == 1), None)
+        code = ufunc_statements(forward_expr(node), donor, _no_scratch) if donor else None
+        if code is None:
+            lines.append(f"{s.target} = {s.code}")
+            continue
+        lines.append(f"{code[0]}  # {s.target} = {s.code}, in {donor}'s memory: nothing reads {donor} again")
+        lines += code[1:]
+        lines.append(f"{s.target} = {donor}")
+    return lines
+
+
+def _no_scratch(avoid=None):
+    raise Unsupported("temporaries")      # one primitive over names never needs them
 
 
 def _into(buffer, parts, widths, H):
