@@ -65,18 +65,19 @@ class TensorOp:
 
 TENSOR_OPS = {op.name: op for op in [
     # a = h @ W.T + b, the lecture's a_j = sum_i alpha_ji x_i, for a batch of rows
-    # (np.dot: on small 2-D operands it has less call overhead than @)
+    # (np.dot: on small 2-D operands it has less call overhead than @; but for
+    # dJ/dW = g.T @ h, with a transposed left operand, matmul's BLAS call is faster)
     # (one example: dJ/dW is an outer product, which np.dot of a column and a row
     # hands to BLAS; broadcasting g[:, None] * h is several times slower)
     TensorOp("linear", "np.dot({0}, {1}.T) + {2}",
-             ("np.dot({g}, {1})", "np.dot({g}.T, {0})", "{g}.sum(axis=0)"),
+             ("np.dot({g}, {1})", "{g}.T @ {0}", "{g}.sum(axis=0)"),
              row=RowRule(("np.dot({1}, {0}, {out})", "np.add({out}, {2}, {out})"),
                          ("np.dot({g}, {1}, {adj})", "np.dot({g.col}, {0.row}, {adj})", "="),
                          scalar=RowRule(("{out} = float(np.vdot({1}, {0})) + {2}.item()",),
                                         ("np.multiply({1}, {g.box}, {adj.row})", "np.multiply({0.row}, {g.box}, {adj})",
                                          "=")))),
     TensorOp("linear_nobias", "np.dot({0}, {1}.T)",
-             ("np.dot({g}, {1})", "np.dot({g}.T, {0})"),
+             ("np.dot({g}, {1})", "{g}.T @ {0}"),
              row=RowRule(("np.dot({1}, {0}, {out})",),
                          ("np.dot({g}, {1}, {adj})", "np.dot({g.col}, {0.row}, {adj})"),
                          scalar=RowRule(("{out} = float(np.vdot({1}, {0}))",),
