@@ -11,7 +11,7 @@ from pathlib import Path
 
 import jinja2
 
-from . import __version__, rowstep
+from . import __version__, reuse, rowstep
 
 COMMENT_COLUMN = 40   # adjoint comments start here when the code is shorter
 
@@ -132,16 +132,22 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
         words = set(re.findall(r"\b\w+\b", code))
         return [p for p in params if p.var in words]
 
-    forward = [f"{s.target} = {s.code}" for s in sched.forward]
     logits_needed = graph.ancestors(compiler.logits)
     predict = [f"{s.target} = {s.code}" for s in sched.forward
                if s.target.split(",")[0] in logits_needed]
-    consuming = _consuming(sched.backward, graph, sched, "consume")
+    grads = {g for _, g in sched.grads if g}
+    forward_names = {n for s in sched.forward for n in s.target.split(", ")}
+    # backward() must leave the cache as it found it; sgd_step has no cache to keep
+    _, consuming = reuse.rewrite(sched.forward, _consuming(sched.backward, graph, sched, "consume"),
+                                 graph, sched.adjoints, grads | forward_names)
     backward_body = ["# backward (reverse topological order)",
                      f"{sched.seed} = 1.0"] + aligned(consuming)
     sparse = _sparse_updates(graph, sched)
-    sgd_backward = aligned(_consuming([s for s in sched.backward if s.target not in sparse],
-                                      graph, sched, "True"))
+    reused_forward, sgd_statements = reuse.rewrite(
+        sched.forward, _consuming([s for s in sched.backward if s.target not in sparse], graph, sched, "True"),
+        graph, sched.adjoints, grads | {sched.output} | set(sparse))
+    forward = [f"{s.target} = {s.code}" for s in reused_forward]
+    sgd_backward = aligned(sgd_statements)
     helpers = [h for node in graph if node.op in TENSOR_OPS for h in TENSOR_OPS[node.op].helpers]
     link = compiler.link
     if link == "softmax":
@@ -256,7 +262,8 @@ def _consuming(statements, graph, sched, flag):
         for plain, consuming in zip(op.vjps, op.consuming_vjps):
             if plain and consuming:
                 swap[_fill(plain, node, g)] = _fill(consuming, node, g, {"consume": flag})
-    return [Statement(s.target, swap.get(s.code, s.code), s.comment) for s in statements]
+    return [Statement(s.target, swap.get(s.code, s.code), s.comment, s.node, s.operand, s.term, s.accumulate)
+            for s in statements]
 
 
 def _param_view(p):

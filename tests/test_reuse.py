@@ -1,0 +1,73 @@
+"""Dead temporaries reused in place (reuse.py): the batch code writes into arrays
+nothing reads again, and must still compute exactly what it computed before:
+backward() leaves the cache as it found it, and sgd_step equals p - lr * grad."""
+
+import copy
+
+import numpy as np
+import pytest
+
+from bpcompile.gradcheck import random_problem
+
+from test_layers import module_from, spec_text
+
+SPECS = [
+    spec_text(["linear: 6", "relu", "linear: 3"]),
+    spec_text(["linear: 6", "sigmoid", "linear: 5", "tanh", "linear: 3"], extra="l2: 0.01\n"),
+    spec_text(["linear: 6", 'activation: "x * tanh(softplus(x))"', "linear: {out: 4, bias: false}",
+               'activation: "max(x, 0.1*x) + exp(-x*x)"', "linear: 2"], loss="mse"),
+    spec_text(["linear: 5", "relu", "linear: 1"], loss="sigmoid_binary_cross_entropy"),
+    """name: small_conv
+dtype: float64
+input: [1, 6, 6]
+layers:
+  - conv2d: {out_channels: 2, kernel: 3}
+  - relu
+  - maxpool2d: {kernel: 2}
+  - flatten
+  - linear: 4
+  - tanh
+  - linear: 3
+loss: softmax_cross_entropy
+""",
+]
+
+
+@pytest.mark.parametrize("text", SPECS)
+def test_backward_leaves_the_cache_intact_and_sgd_step_matches_the_gradient(text):
+    module, compiled = module_from(text)
+    params, x, y = random_problem(module, batch=5, seed=1)
+    J, cache = module.forward(params, x, y)
+    saved = copy.deepcopy(cache)
+    first = module.backward(params, cache)
+    second = module.backward(params, cache)
+    assert_same(cache, saved)
+    stepped = {k: v.copy() for k, v in params.items()}
+    J_step = module.sgd_step(stepped, x, y, 0.25)
+    assert J_step == pytest.approx(float(J), rel=1e-13)
+    for key in params:
+        np.testing.assert_array_equal(first[key], second[key])
+        np.testing.assert_allclose(stepped[key], params[key] - 0.25 * first[key], rtol=1e-12, atol=1e-14)
+
+
+def assert_same(a, b):
+    """Equal nested dicts / tuples / arrays (a conv layer caches tuples of arrays)."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for key in a:
+            assert_same(a[key], b[key])
+    elif isinstance(a, (tuple, list)):
+        assert len(a) == len(b)
+        for u, v in zip(a, b):
+            assert_same(u, v)
+    else:
+        np.testing.assert_array_equal(a, b)
+
+
+def test_relu_network_writes_into_dead_temporaries():
+    _, compiled = module_from(SPECS[0])
+    source = compiled.source
+    assert "relu1 = np.maximum(linear1, 0.0, out=linear1)" in source
+    assert "np.multiply(dJ_drelu1, (relu1 > 0), out=dJ_drelu1)" in source
+    # cached values are never written over: relu1 is read by the backward pass
+    assert "out=relu1" not in source
