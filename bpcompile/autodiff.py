@@ -31,6 +31,8 @@ class Statement:
     operand: object = None      # backward: the operand whose adjoint it adds to
     term: object = None         # backward, elementwise: the SymPy adjoint contribution
     accumulate: bool = False    # backward: adds to an adjoint that already exists
+    lines: tuple = ()           # forward: the statements to print when `target = code` is not
+                                # the fastest form (code stays the formula, for comments)
 
 
 @dataclass
@@ -154,7 +156,9 @@ def schedule(graph, seeds=None):
     rules = {n.name: (tensor if n.op in TENSOR_OPS or "rule" in n.attrs else elementwise)
              for n in computed}
     for node in computed:
-        result.forward.append(Statement(targets(node), rules[node.name].forward(node), node=node))
+        op = tensor_op(node) if rules[node.name] is tensor else None
+        lines = tuple(_fill(line, node, None) for line in op.forward_lines) if op is not None else ()
+        result.forward.append(Statement(targets(node), rules[node.name].forward(node), node=node, lines=lines))
 
     active = needed & graph.descendants(graph.wrt)
     namer = Namer(list(graph.nodes) + [a for n in graph for a in n.attrs.get("aux", {}).values()])

@@ -133,8 +133,8 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
         return [p for p in params if p.var in words]
 
     logits_needed = graph.ancestors(compiler.logits)
-    predict = [f"{s.target} = {s.code}" for s in sched.forward
-               if s.target.split(",")[0] in logits_needed]
+    predict = [line for s in sched.forward if s.target.split(",")[0] in logits_needed
+               for line in s.lines or [f"{s.target} = {s.code}"]]
     grads = {g for _, g in sched.grads if g}
     forward_names = {n for s in sched.forward for n in s.target.split(", ")}
     # backward() must leave the cache as it found it; sgd_step has no cache to keep
@@ -146,7 +146,7 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
     reused_forward, sgd_statements = reuse.rewrite(
         sched.forward, _consuming([s for s in sched.backward if s.target not in sparse], graph, sched, "True"),
         graph, sched.adjoints, grads | {sched.output} | set(sparse))
-    forward = [f"{s.target} = {s.code}" for s in reused_forward]
+    forward = [line for s in reused_forward for line in s.lines or [f"{s.target} = {s.code}"]]
     sgd_backward = aligned(sgd_statements)
     helpers = [h for node in graph if node.op in TENSOR_OPS for h in TENSOR_OPS[node.op].helpers]
     link = compiler.link

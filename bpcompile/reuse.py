@@ -63,7 +63,8 @@ def rewrite(forward, backward, graph, adjoints, kept):
         if donors and target_shape and _elementwise(_op(s)) and not s.accumulate:
             expr = s.term if s.term is not None else _forward_expr(s)
             code = _with_out(expr, donors[0]) if expr is not None else None
-        result.append(Statement(s.target, code or s.code, s.comment, s.node, s.operand, s.term, s.accumulate))
+        result.append(Statement(s.target, code or s.code, s.comment, s.node, s.operand, s.term, s.accumulate,
+                                () if code else s.lines))
     return result[:len(forward)], result[len(forward):]
 
 

@@ -57,6 +57,8 @@ class TensorOp:
                                  # not kept (sgd_step, value_and_grad); `{consume}` is the
                                  # code of the flag
     row: RowRule = None          # the one-example form, if the op has one
+    forward_lines: tuple = ()    # statements printed instead of `{out} = forward`, when
+                                 # that saves work (the bias added in place)
 
     def fields(self, formula):
         """Placeholders a formula reads: operand indices, 'out', aux names, 'g'."""
@@ -71,6 +73,7 @@ TENSOR_OPS = {op.name: op for op in [
     # hands to BLAS; broadcasting g[:, None] * h is several times slower)
     TensorOp("linear", "np.dot({0}, {1}.T) + {2}",
              ("np.dot({g}, {1})", "{g}.T @ {0}", "{g}.sum(axis=0)"),
+             forward_lines=("{out} = np.dot({0}, {1}.T)", "{out} += {2}  # the bias, in place"),
              row=RowRule(("np.dot({1}, {0}, {out})", "np.add({out}, {2}, {out})"),
                          ("np.dot({g}, {1}, {adj})", "np.dot({g.col}, {0.row}, {adj})", "="),
                          scalar=RowRule(("{out} = float(np.vdot({1}, {0})) + {2}.item()",),
