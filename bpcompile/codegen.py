@@ -138,8 +138,9 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
     grads = {g for _, g in sched.grads if g}
     forward_names = {n for s in sched.forward for n in s.target.split(", ")}
     # backward() must leave the cache as it found it; sgd_step has no cache to keep
-    _, consuming = reuse.rewrite(sched.forward, _consuming(sched.backward, graph, sched, "consume"),
-                                 graph, sched.adjoints, grads | forward_names)
+    consuming = _consuming(sched.backward, graph, sched, "consume")
+    consume = [s.code for s in consuming] != [s.code for s in sched.backward]
+    _, consuming = reuse.rewrite(sched.forward, consuming, graph, sched.adjoints, grads | forward_names)
     backward_body = ["# backward (reverse topological order)",
                      f"{sched.seed} = 1.0"] + aligned(consuming)
     sparse = _sparse_updates(graph, sched)
@@ -202,7 +203,7 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
         forward_params=used_params(forward),
         cache=cache,
         backward_body=backward_body,
-        consume=consuming != sched.backward,
+        consume=consume,
         sgd_backward=sgd_backward,
         seed=sched.seed,
         sparse_updates=sparse,

@@ -89,6 +89,8 @@ TENSOR_OPS = {op.name: op for op in [
     TensorOp("softmax_cross_entropy", "_softmax_cross_entropy({0}, {1})",
              ("_softmax_cross_entropy_grad({p}, {1}, {g} / len({1}))", None),
              aux=("p",), helpers=("_softmax_cross_entropy", "_softmax_cross_entropy_grad"),
+             forward_reuse="_softmax_cross_entropy({0}, {1}, overwrite=True)",
+             consuming_vjps=("_softmax_cross_entropy_grad({p}, {1}, {g} / len({1}), overwrite={consume})", None),
              row=RowRule(("{out}, {p} = _softmax_cross_entropy_one({0}, {1})",),
                          (("np.multiply({p}, {g}, {adj})", "{adj}[{1}] -= {g}"), None),
                          helpers=("_softmax_cross_entropy_one",))),

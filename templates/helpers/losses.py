@@ -3,20 +3,25 @@
 # linted and tested; each needs only NumPy.
 
 # --- _softmax_cross_entropy
-def _softmax_cross_entropy(a, y):
-    """(mean over the batch of -log softmax(a)[b, y_b], softmax(a)), via log-sum-exp."""
-    shifted = a - a.max(axis=1, keepdims=True)
-    e = np.exp(shifted)
+def _softmax_cross_entropy(a, y, overwrite=False):
+    """(mean over the batch of -log softmax(a)[b, y_b], softmax(a)), via log-sum-exp.
+
+    overwrite=True computes in a's buffer (the caller passes it when nothing
+    else reads a): no temporaries of a's size.
+    """
+    shifted = np.subtract(a, a.max(axis=1, keepdims=True), out=a if overwrite else None)
+    picked = shifted[np.arange(len(y)), y]
+    e = np.exp(shifted, out=shifted)
     total = e.sum(axis=1, keepdims=True)
-    J = (np.log(total[:, 0]) - shifted[np.arange(len(y)), y]).sum() / len(y)
+    J = (np.log(total[:, 0]) - picked).sum() / len(y)
     e /= total
     return J, e
 
 # --- _softmax_cross_entropy_grad
-def _softmax_cross_entropy_grad(p, y, scale):
-    """(p - onehot(y)) * scale, without building the one-hot matrix: scale p,
-    then subtract scale at each target class."""
-    grad = p * scale
+def _softmax_cross_entropy_grad(p, y, scale, overwrite=False):
+    """(p - onehot(y)) * scale, without building the one-hot matrix: scale p
+    (in its own buffer when overwrite=True), then subtract scale at each target class."""
+    grad = np.multiply(p, scale, out=p if overwrite else None)
     if grad.ndim == 2 and np.ndim(scale) == 0:
         grad[np.arange(len(y)), y] -= scale
         return grad
