@@ -15,7 +15,9 @@ Contenders, interleaved batch by batch with a rotating order (the machine is
 shared and noisy); each round times every contender on all batches of every
 size, and the table shows medians over rounds:
 
-* generated:    sgd_step of the module bpcompile generates from the spec;
+* generated:    sgd_step of the module bpcompile generates from the spec, on
+                parameters from its init_params (which stores each layer's
+                gate weights side by side, so no call concatenates them);
 * hand-written: benchmarks/handwritten_lstm.py, plain NumPy written by hand;
 * torch:        PyTorch CPU nn.Embedding + nn.LSTM + nn.Linear, cross-entropy
                 with ignore_index on the padding; only if `import torch` works.
@@ -474,7 +476,7 @@ def main():
     gen = load_generated("float32")
     p0 = gen.init_params(0)
     contenders = {}
-    pg = {k: v.copy() for k, v in p0.items()}
+    pg = gen.init_params(0)        # the same values as p0, with each layer's gates side by side
     contenders["generated"] = lambda b: gen.sgd_step(pg, b[0], b[1], LR, b[2])
     ph = hw.to_stacked(p0)
     contenders["hand-written"] = lambda b: hw.sgd_step(ph, b[0], b[1], LR, b[2])
@@ -484,7 +486,7 @@ def main():
         prepared = {id(b): tm.prepare(b) for bs in data.values() for b in bs}
         contenders["torch"] = lambda b: tm.step(prepared[id(b)])
     if not args.no_ratio:
-        pf = {k: v.copy() for k, v in p0.items()}
+        pf = gen.init_params(0)
         contenders["gen.forward"] = lambda b: gen.forward(pf, b[0], b[1], b[2])
         contenders["gen.value_and_grad"] = lambda b: gen.value_and_grad(pf, b[0], b[1], b[2])
         contenders["hw.forward"] = lambda b: hw.forward(ph, b[0], b[1], b[2])

@@ -149,7 +149,11 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
         graph, sched.adjoints, grads | {sched.output} | set(sparse))
     forward = [line for s in reused_forward for line in s.lines or [f"{s.target} = {s.code}"]]
     sgd_backward = aligned(sgd_statements)
-    helpers = [h for node in graph if node.op in TENSOR_OPS for h in TENSOR_OPS[node.op].helpers]
+    from .autodiff import tensor_op
+    helpers = [h for node in graph if node.op in TENSOR_OPS or "rule" in node.attrs
+               for h in tensor_op(node).helpers]
+    if compiler.stacks:
+        helpers.append("_side_by_side")
     link = compiler.link
     if link == "softmax":
         helpers.append("_softmax")
@@ -227,6 +231,7 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
         imports=imports,
         row=row,
         row_y_guard=row_y_guard,
+        stacks=compiler.stacks,
     )
 
 

@@ -78,6 +78,7 @@ class LayerCompiler:
         self.states = []             # (state key, initial-state variable, size)
         self.final_states = []       # (tuple variable, state keys)
         self.notes = []              # paragraphs for the module docstring
+        self.stacks = []             # groups of parameter keys init_params stores side by side
         self.counts = {}
 
     def _is_sequence(self):

@@ -311,6 +311,17 @@ class ScanCompiler:
         return [f"{slot.symbol} = {buffer}[:, {(offset + k) * H}:{(offset + k + 1) * H}]"
                 for k, slot in enumerate(slots)]
 
+    def stacks(self):
+        """Cell parameters the scan uses side by side, each group in slot order: the input
+        weights, their biases (when every slot has one), the weights of each state."""
+        groups = []
+        if len(self.x_slots) > 1:
+            groups.append([sl.weight for sl in self.x_slots])
+            if all(sl.bias for sl in self.x_slots):
+                groups.append([sl.bias for sl in self.x_slots])
+        groups += [[sl.weight for sl in slots] for slots in self.h_slots.values() if len(slots) > 1]
+        return groups
+
     def _slot_names(self):
         """Names loop_top defines: columns of this step's own pre-activation buffers."""
         names = {str(block) for block, _ in self.blocks} | {str(sl.symbol) for sl in self.x_slots}

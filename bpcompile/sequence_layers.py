@@ -130,17 +130,20 @@ def _scan(compiler, layer, name, direction, text, states, output, hidden, prev):
                    attrs={"state": f"{prefix}.{s}", "size": hidden}))
         initial.append(var)
         compiler.states.append((f"{prefix}.{s}", var, hidden))
-    params = []
+    params, keys = [], {}
     for pname, shape in cell.params.items():
         fan_in = shape[1] if len(shape) == 2 else 1
         p = compiler.param(layer, pname, shape, fan_in=fan_in, fan_out=shape[0],
                            is_weight=len(shape) == 2, key_prefix=prefix)
         params.append(p.name)
+        keys[pname] = f"{prefix}.{pname}"
+    # init_params stores these side by side, so the scan need not concatenate them per call
+    compiler.stacks += [[keys[pname] for pname in group] for group in scan.stacks()]
     operands = (prev.name, "mask", *initial, *params)
     n = len(operands)
     fields = ", ".join(f"{{{i}}}" for i in range(n))
     param_fields = ", ".join(f"{{{i}}}" for i in range(2 + len(states), n))
-    rule = TensorOp(fn, f"{fn}_forward({fields})", (None,) * n, aux=("state", "saved"),
+    rule = TensorOp(fn, f"{fn}_forward({fields})", (None,) * n, aux=("state", "saved"), helpers=("_stacked",),
                     joint=f"{fn}_backward({{g}}, {{saved}}, {{0}}, {{1}}, {param_fields}, need_dx={{need0}})")
     node = g.add(Node(compiler.namer.fresh(var_prefix + "_out" if direction else name), "scan", operands,
                       shape=("B", "T", hidden), dtype=compiler.dtype, line=layer.index,

@@ -239,3 +239,39 @@ def test_backward_keeps_the_cache_unless_told_to_consume_it():
         np.testing.assert_array_equal(again[k], first[k], err_msg=k)
         np.testing.assert_array_equal(consumed[k], first[k], err_msg=k)
         np.testing.assert_array_equal(combined[k], first[k], err_msg=k)
+
+
+def test_init_params_stores_gates_side_by_side_and_the_scan_uses_the_block():
+    module = module_from(spec("lstm: {hidden: 3}"))
+    params = module.init_params(0)
+    gates = [params[f"lstm1.W_h{g}"] for g in "ifoc"]
+    block = gates[0].base
+    assert block is not None and all(w.base is block for w in gates)
+    assert module._stacked(gates) is block                       # no copy per call
+    # the same values as drawn gate by gate, without the stacking
+    stack = module._side_by_side
+    module._side_by_side = lambda params, keys: None
+    try:
+        plain = module.init_params(0)
+    finally:
+        module._side_by_side = stack
+    assert plain["lstm1.W_hi"].base is None
+    for key in params:
+        np.testing.assert_array_equal(params[key], plain[key], err_msg=key)
+    # separate arrays, or views in another order, are concatenated: the same numbers either way
+    copies = {k: v.copy() for k, v in params.items()}
+    assert module._stacked([copies[f"lstm1.W_h{g}"] for g in "ifoc"]) is not block
+    swapped = dict(params, **{"lstm1.W_hi": params["lstm1.W_hf"], "lstm1.W_hf": params["lstm1.W_hi"]})
+    swapped_copies = dict(copies, **{"lstm1.W_hi": copies["lstm1.W_hf"], "lstm1.W_hf": copies["lstm1.W_hi"]})
+    _, x, y, mask, _ = problem(module, True, seed=3)
+    for views, arrays in ((params, copies), (swapped, swapped_copies)):
+        J1, g1 = module.value_and_grad(views, x, y, mask)
+        J2, g2 = module.value_and_grad(arrays, x, y, mask)
+        assert J1 == J2
+        for k in params:
+            np.testing.assert_array_equal(g1[k], g2[k], err_msg=k)
+    # sgd_step updates the gates in place, so the block follows
+    before = block.copy()
+    module.sgd_step(params, x, y, 0.5, mask)
+    assert not np.array_equal(block, before)
+    assert all(params[f"lstm1.W_h{g}"].base is block for g in "ifoc")

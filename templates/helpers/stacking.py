@@ -1,0 +1,32 @@
+# Gate weights stored side by side (recurrent layers).  Blocks separated by
+# `# --- name` lines, like losses.py.
+
+# --- _side_by_side
+def _side_by_side(params, keys):
+    """Store params[keys] as consecutive row blocks of one new array (each entry
+    becomes a view of it), so that the scan can use the block itself instead of
+    concatenating the gates' weights on every call.  Updates in place through
+    the views change the block too."""
+    block = np.concatenate([params[key] for key in keys])
+    start = 0
+    for key in keys:
+        rows = len(params[key])
+        params[key] = block[start:start + rows]
+        start += rows
+
+# --- _stacked
+def _stacked(parts):
+    """The parts one after another along axis 0: the block they are views of, when they
+    are its consecutive row blocks in this order (as init_params stores them), else a
+    new array.  Either way the caller only reads it."""
+    base = parts[0].base
+    if (base is not None and base.flags.c_contiguous and len(base) == sum(len(p) for p in parts)
+            and all(p.base is base and p.flags.c_contiguous and p.dtype == base.dtype for p in parts)):
+        address = base.__array_interface__["data"][0]
+        for p in parts:
+            if p.__array_interface__["data"][0] != address:
+                break
+            address += p.nbytes
+        else:
+            return base
+    return np.concatenate(parts)
