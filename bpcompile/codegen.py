@@ -144,9 +144,10 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
     backward_body = ["# backward (reverse topological order)",
                      f"{sched.seed} = 1.0"] + aligned(consuming)
     sparse = _sparse_updates(graph, sched)
+    update_reads = {w for code in sparse.values() for w in re.findall(r"\b\w+\b", code.split("  #")[0])}
     reused_forward, sgd_statements = reuse.rewrite(
         sched.forward, _consuming([s for s in sched.backward if s.target not in sparse], graph, sched, "True"),
-        graph, sched.adjoints, grads | {sched.output} | set(sparse))
+        graph, sched.adjoints, grads | {sched.output} | update_reads)
     forward = [line for s in reused_forward for line in s.lines or [f"{s.target} = {s.code}"]]
     sgd_backward = aligned(sgd_statements)
     from .autodiff import tensor_op

@@ -49,8 +49,9 @@ class TensorOp:
                                  # says whether operand K's adjoint is wanted
     part_of: bool = False        # the node is columns [a, b) of its operand: the operand's
                                  # adjoint is the concatenation of its parts' adjoints
-    sparse_update: str = ""      # how sgd_step updates operand 1 (a table) from {g} (which
-                                 # already includes lr) without forming its dense gradient
+    sparse_update: str = ""      # how sgd_step updates operand 1 (a table, a weight) from {g}
+                                 # (which already includes lr) without forming its whole
+                                 # gradient; the text may end with a comment
     forward_reuse: str = ""      # the forward when operand 0 is read by nothing else: it
                                  # may overwrite operand 0's buffer
     consuming_vjps: tuple = ()   # vjps that may overwrite the aux values, where the cache is
@@ -65,6 +66,12 @@ class TensorOp:
         return {f for _, f, _, _ in string.Formatter().parse(formula) if f is not None}
 
 
+# sgd_step's W -= dJ/dW = g.T @ h, one block of W's rows at a time: each block of the
+# product is subtracted while it is still in cache, and the whole product never exists
+SUBTRACT_PRODUCT_2D = "_subtract_product({1}, {g}, {0})  # {1} -= {g}.T @ {0}, block by block"
+SUBTRACT_PRODUCT_STEPS = ("_subtract_product({1}, {g}.reshape(-1, {g}.shape[-1]), {0}.reshape(-1, {0}.shape[-1]))"
+                          "  # {1} -= dJ/d{1}, block by block")
+
 TENSOR_OPS = {op.name: op for op in [
     # a = h @ W.T + b, the lecture's a_j = sum_i alpha_ji x_i, for a batch of rows
     # (np.dot: on small 2-D operands it has less call overhead than @; but for
@@ -74,6 +81,7 @@ TENSOR_OPS = {op.name: op for op in [
     TensorOp("linear", "np.dot({0}, {1}.T) + {2}",
              ("np.dot({g}, {1})", "{g}.T @ {0}", "{g}.sum(axis=0)"),
              forward_lines=("{out} = np.dot({0}, {1}.T)", "{out} += {2}  # the bias, in place"),
+             sparse_update=SUBTRACT_PRODUCT_2D, helpers=("_subtract_product",),
              row=RowRule(("np.dot({1}, {0}, {out})", "np.add({out}, {2}, {out})"),
                          ("np.dot({g}, {1}, {adj})", "np.dot({g.col}, {0.row}, {adj})", "="),
                          scalar=RowRule(("{out} = float(np.vdot({1}, {0})) + {2}.item()",),
@@ -81,6 +89,7 @@ TENSOR_OPS = {op.name: op for op in [
                                          "=")))),
     TensorOp("linear_nobias", "np.dot({0}, {1}.T)",
              ("np.dot({g}, {1})", "{g}.T @ {0}"),
+             sparse_update=SUBTRACT_PRODUCT_2D, helpers=("_subtract_product",),
              row=RowRule(("np.dot({1}, {0}, {out})",),
                          ("np.dot({g}, {1}, {adj})", "np.dot({g.col}, {0.row}, {adj})"),
                          scalar=RowRule(("{out} = float(np.vdot({1}, {0}))",),
@@ -128,14 +137,16 @@ TENSOR_OPS = {op.name: op for op in [
     # (B, T, n) @ (n, m) as one 2-D product: a 3-D matmul would run one product per sequence
     TensorOp("linear_seq", "_linear_steps({0}, {1}, {2})",
              ("_matmul_steps({g}, {1})", "{g}.reshape(-1, {g}.shape[-1]).T @ {0}.reshape(-1, {0}.shape[-1])",
-              "_sum_steps({g})"), helpers=("_linear_steps", "_matmul_steps", "_sum_steps")),
+              "_sum_steps({g})"), helpers=("_linear_steps", "_matmul_steps", "_sum_steps", "_subtract_product"),
+             sparse_update=SUBTRACT_PRODUCT_STEPS),
     TensorOp("linear_seq_nobias", "_matmul_steps({0}, {1}.T)",
              ("_matmul_steps({g}, {1})", "{g}.reshape(-1, {g}.shape[-1]).T @ {0}.reshape(-1, {0}.shape[-1])"),
-             helpers=("_matmul_steps",)),
+             helpers=("_matmul_steps", "_subtract_product"), sparse_update=SUBTRACT_PRODUCT_STEPS),
     # sgd_step updates only the rows of E that the batch read, instead of all of dJ/dE
     TensorOp("embedding", "{1}[{0}]", (None, "_embedding_grad({0}, {g}, {1}.shape[0])"),
              helpers=("_embedding_grad",),
-             sparse_update="np.subtract.at({1}, {0}.ravel(), {g}.reshape(-1, {1}.shape[-1]))"),
+             sparse_update="np.subtract.at({1}, {0}.ravel(), {g}.reshape(-1, {1}.shape[-1]))"
+                           "  # only the rows the batch read"),
     TensorOp("concat_last", "np.concatenate([{0}, {1}], axis=-1)", ("{g}[..., :{n0}]", "{g}[..., {n0}:]")),
     # J = sum over unmasked positions of -log softmax(a)[y] / their number n; e = exp(a - max a)
     # and its row sums `total` (softmax(a) = e / total); the logits' buffer becomes e when

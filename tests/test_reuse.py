@@ -71,3 +71,20 @@ def test_relu_network_writes_into_dead_temporaries():
     assert "np.multiply(dJ_drelu1, (relu1 > 0), out=dJ_drelu1)" in source
     # cached values are never written over: relu1 is read by the backward pass
     assert "out=relu1" not in source
+
+
+def test_a_large_weight_is_updated_block_by_block_exactly():
+    # W of 2000 x 150 float64 is 2.4 MB: _subtract_product takes it in three blocks of rows
+    module, compiled = module_from(spec_text(["linear: 150", "tanh", "linear: 2000"], inputs=20))
+    assert "_subtract_product(linear2_W, dJ_dlinear2, tanh1)" in compiled.source
+    params, x, y = random_problem(module, batch=7, seed=2)
+    _, grads = module.value_and_grad(params, x, y)
+    stepped = {k: v.copy() for k, v in params.items()}
+    module.sgd_step(stepped, x, y, 0.5)
+    for key in params:
+        np.testing.assert_allclose(stepped[key], params[key] - 0.5 * grads[key], rtol=1e-12, atol=1e-15)
+    W = np.arange(12.0 * 3000).reshape(3000, 12)
+    a, b = np.ones((2, 3000)), np.ones((2, 12))
+    expected = W - a.T @ b
+    module._subtract_product(W, a, b)
+    np.testing.assert_array_equal(W, expected)

@@ -1,5 +1,5 @@
-# Gate weights stored side by side (recurrent layers).  Blocks separated by
-# `# --- name` lines, like losses.py.
+# Weights stored side by side (recurrent layers), and the blocked SGD update.
+# Blocks separated by `# --- name` lines, like losses.py.
 
 # --- _side_by_side
 def _side_by_side(params, keys):
@@ -30,3 +30,15 @@ def _stacked(parts):
         else:
             return base
     return np.concatenate(parts)
+
+# --- _subtract_product
+def _subtract_product(W, a, b):
+    """W -= a.T @ b, about a megabyte of W's rows at a time.
+
+    A large weight gradient (an output layer over a vocabulary) would be
+    written to memory whole and read back by the update; by blocks, each part
+    is subtracted while it is still in cache.
+    """
+    rows = max(1, (1 << 20) // max(1, W.itemsize * W[0].size))
+    for start in range(0, len(W), rows):
+        W[start:start + rows] -= a[:, start:start + rows].T @ b
