@@ -83,8 +83,9 @@ def test_a_large_weight_is_updated_block_by_block_exactly():
     module.sgd_step(stepped, x, y, 0.5)
     for key in params:
         np.testing.assert_allclose(stepped[key], params[key] - 0.5 * grads[key], rtol=1e-12, atol=1e-15)
-    W = np.arange(12.0 * 3000).reshape(3000, 12)
-    a, b = np.ones((2, 3000)), np.ones((2, 12))
-    expected = W - a.T @ b
-    module._subtract_product(W, a, b)
-    np.testing.assert_array_equal(W, expected)
+    for rows in (2, 200):            # blocks of W's rows, or (many rows of a) one product
+        W = np.arange(12.0 * 3000).reshape(3000, 12)
+        a, b = np.ones((rows, 3000)), np.ones((rows, 12))
+        expected = W - a.T @ b
+        module._subtract_product(W, a, b)
+        np.testing.assert_array_equal(W, expected)
