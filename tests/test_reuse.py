@@ -74,8 +74,8 @@ def test_relu_network_writes_into_dead_temporaries():
 
 
 def test_a_large_weight_is_updated_block_by_block_exactly():
-    # W of 2000 x 150 float64 is 2.4 MB: _subtract_product takes it in three blocks of rows
-    module, compiled = module_from(spec_text(["linear: 150", "tanh", "linear: 2000"], inputs=20))
+    # W of 4000 x 150 float64 is 4.8 MB: _subtract_product takes it in five blocks of rows
+    module, compiled = module_from(spec_text(["linear: 150", "tanh", "linear: 4000"], inputs=20))
     assert "_subtract_product(linear2_W, dJ_dlinear2, tanh1)" in compiled.source
     params, x, y = random_problem(module, batch=7, seed=2)
     _, grads = module.value_and_grad(params, x, y)
@@ -84,8 +84,8 @@ def test_a_large_weight_is_updated_block_by_block_exactly():
     for key in params:
         np.testing.assert_allclose(stepped[key], params[key] - 0.5 * grads[key], rtol=1e-12, atol=1e-15)
     for rows in (2, 200):            # blocks of W's rows, or (many rows of a) one product
-        W = np.arange(12.0 * 3000).reshape(3000, 12)
-        a, b = np.ones((rows, 3000)), np.ones((rows, 12))
+        W = np.arange(200.0 * 3000).reshape(3000, 200)
+        a, b = np.ones((rows, 3000)), np.ones((rows, 200))
         expected = W - a.T @ b
         module._subtract_product(W, a, b)
         np.testing.assert_array_equal(W, expected)

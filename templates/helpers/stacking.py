@@ -39,9 +39,10 @@ def _subtract_product(W, a, b):
     than writing it: written to memory whole and read back by the update, a
     large weight gradient (an output layer over a vocabulary) costs a fifth
     more than subtracted block by block while each block is in cache.  With
-    many rows the product dominates, and one call does it best.
+    many rows the product dominates, and with a W of a few megabytes the cache
+    holds it anyway: one call does it best.
     """
-    if len(a) > 128:
+    if len(a) > 128 or W.nbytes <= 1 << 22:       # compute-bound, or W fits in cache anyway
         W -= a.T @ b
         return
     rows = max(1, (1 << 20) // max(1, W.itemsize * W[0].size))
