@@ -130,7 +130,6 @@ class _Renderer:
         self.views = {}               # view name -> declaration
         self.values = {}              # graph name -> _Value
         self.adjoints = {}            # adjoint variable -> _Value (a buffer, or an alias)
-        self.own = set()              # adjoint variables whose value is their own buffer
         self.params = {p.var: p for p in compiler.params}
         self.scratch_in_use = {}      # shape -> count of scratch buffers of this statement
         self.constants = {}           # number -> name of its 0-d array
@@ -254,6 +253,7 @@ class _Renderer:
 
     def backward(self, s):
         node, operand = s.node, s.operand
+        self.scratch_in_use = {}          # temporaries live for one statement
         g = self.adjoints.get(self.sched.adjoints[node.name])
         target = s.target
         if is_scalar(self.graph, operand):        # a float adjoint: plain Python arithmetic
@@ -281,7 +281,6 @@ class _Renderer:
             code = [line.format(*fields["operands"], **fields["named"]) for line in lines]
         else:
             own = self.vector(own.name, shape)
-            self.scratch_in_use = {}
             into = own
             if s.accumulate:
                 into = self.scratch(shape)()
