@@ -364,6 +364,34 @@ class ScanCompiler:
                 lines += self._slices(f"_Hp_{s}", slots)
         return lines
 
+    def _dx_columns(self):
+        """(adjoint variable or None, where it goes in _dX[t]) of each stacked input product."""
+        grads = dict(self.schedule.grads)
+        x_parts = ([block for block, _ in self.blocks] if self._all_pairs()
+                   else [s.symbol for s in self.x_slots])
+        widths = [len(b) for _, b in self.blocks] if self._all_pairs() else [1] * len(x_parts)
+        if len(x_parts) == 1:
+            return [(grads.get(str(x_parts[0])), "_dX[t]")]
+        result, start = [], 0
+        for part, w in zip(x_parts, widths):
+            result.append((grads.get(str(part)), f"_dXt[:, {start * self.H}:{(start + w) * self.H}]"))
+            start += w
+        return result
+
+    def direct_adjoints(self):
+        """{adjoint: statement} for stacked products' adjoints that one elementwise statement
+        computes: it writes them straight into their columns of _dX[t] (no copy after)."""
+        from . import reuse
+        targets = [s.target for s in self.schedule.backward]
+        direct = {}
+        for adjoint, dest in self._dx_columns():
+            found = [s for s in self.schedule.backward if s.target == adjoint]
+            if adjoint and targets.count(adjoint) == 1 and found[0].term is not None:
+                code = reuse.with_out(found[0].term, dest)
+                if code:
+                    direct[adjoint] = code
+        return direct
+
     def loop_bottom(self):
         """Backward-step statements after the cell's adjoints: projections' adjoints and carries."""
         grads = dict(self.schedule.grads)
@@ -373,9 +401,12 @@ class ScanCompiler:
         adj = lambda name: grads.get(name) or zeros  # noqa: E731
         x_parts = ([block for block, _ in self.blocks] if self._all_pairs()
                    else [s.symbol for s in self.x_slots])
-        if x_parts:
-            lines += _into("_dX[t]", [adj(n) for n in x_parts], [len(b) for _, b in self.blocks]
-                           if self._all_pairs() else [1] * len(x_parts), self.H)
+        direct = self.direct_adjoints()
+        if len(x_parts) > 1 and not direct:    # (else defined before the cell's statements)
+            lines.append("_dXt = _dX[t]")
+        for adjoint, dest in self._dx_columns():
+            if adjoint not in direct:
+                lines.append(f"{dest} = {adjoint or zeros}")
         step = "_dXt" if len(x_parts) > 1 else "_dX[t]"
         carries = {s: grads.get(f"{s}_prev") for s in self.cell.states}
         for s, slots in self.h_slots.items():
@@ -437,9 +468,16 @@ class ScanCompiler:
             names.setdefault(p, f"np.zeros_like({p})")
         return lines, [names[p] for p in self.cell.params]
 
+    def _backward_lines(self):
+        from .autodiff import Statement
+        from .codegen import aligned
+        direct = self.direct_adjoints()
+        statements = [Statement(s.target, direct.get(s.target, s.code), s.comment) for s in self.schedule.backward]
+        top = ["_dXt = _dX[t]"] if direct and len(self._dx_columns()) > 1 else []
+        return top + aligned(statements)
+
     def context(self, dtype):
         cell, sched = self.cell, self.schedule
-        from .codegen import aligned
         constant = set(self.vector_params + self.loop_matrices)
         saved = [n for n in sched.cache if n not in constant]
         # a gate that is columns of a fused block is re-sliced from the stored block
@@ -468,7 +506,7 @@ class ScanCompiler:
             "saved": saved,
             "restored": restored,
             "restore": restore,
-            "backward": aligned(sched.backward),
+            "backward": self._backward_lines(),
             "loop_bottom": self.loop_bottom(),
             "after_loop": after,
             "param_grads": param_grads,
@@ -508,17 +546,6 @@ def in_place_forward(statements, kept, slots):
 
 def _no_scratch(avoid=None):
     raise Unsupported("temporaries")      # one primitive over names never needs them
-
-
-def _into(buffer, parts, widths, H):
-    """Statements writing (B, w*H) arrays side by side into the columns of `buffer`."""
-    if len(parts) == 1:
-        return [f"{buffer} = {parts[0]}"]
-    lines, start = [f"_dXt = {buffer}"], 0
-    for part, w in zip(parts, widths):
-        lines.append(f"_dXt[:, {start * H}:{(start + w) * H}] = {part}")
-        start += w
-    return lines
 
 
 def _side_by_side(parts):

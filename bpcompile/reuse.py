@@ -62,7 +62,7 @@ def rewrite(forward, backward, graph, adjoints, kept):
         code = None
         if donors and target_shape and _elementwise(_op(s)) and not s.accumulate:
             expr = s.term if s.term is not None else _forward_expr(s)
-            code = _with_out(expr, donors[0]) if expr is not None else None
+            code = with_out(expr, donors[0]) if expr is not None else None
         result.append(Statement(s.target, code or s.code, s.comment, s.node, s.operand, s.term, s.accumulate,
                                 () if code else s.lines))
     return result[:len(forward)], result[len(forward):]
@@ -85,7 +85,7 @@ def _forward_expr(s):
     return forward_expr(s.node)
 
 
-def _with_out(expr, out):
+def with_out(expr, out):
     """`np.ufunc(args..., out=out)` computing expr, its outermost op writing into `out`."""
     call = _outermost(expr)
     if call is None:

@@ -217,7 +217,8 @@ def test_lstm_loop_stacks_gate_weights_and_hoists_input_products():
     assert "np.add.at" in source                                 # embedding gradient only
 
 
-@pytest.mark.parametrize("path", ["examples/gru_tagger.yaml", "examples/pos_tagger.yaml"])
+@pytest.mark.parametrize("path", ["examples/gru_tagger.yaml", "examples/pos_tagger.yaml",
+                                  "examples/rnnlm.yaml"])
 def test_check_command_on_sequence_specs(path, capsys):
     assert main(["check", path]) == 0
     assert ": ok" in capsys.readouterr().out
