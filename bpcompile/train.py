@@ -257,8 +257,29 @@ def save_params(path, params: Dict[str, np.ndarray]) -> None:
     _atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
-def load_params(path) -> Dict[str, np.ndarray]:
-    """Read parameters written by :func:`save_params` into a dict of arrays."""
+def load_params(path, module=None) -> Dict[str, np.ndarray]:
+    """Read parameters written by :func:`save_params` into a dict of arrays.
+
+    With a generated `module`, the values are copied into a fresh
+    ``module.init_params()``: its layout (a recurrent layer's gate weights
+    stored side by side) and dtype are kept, and a missing parameter or a
+    shape that does not fit is a ValueError.
+    """
+    loaded = _read_params(path)
+    if module is None:
+        return loaded
+    params = module.init_params()
+    for key, value in params.items():
+        if key not in loaded:
+            raise ValueError(f"{os.fspath(path)}: no parameter {key!r}")
+        if loaded[key].shape != value.shape:
+            raise ValueError(f"{os.fspath(path)}: {key} has shape {loaded[key].shape}, "
+                             f"the module expects {value.shape}")
+        np.copyto(value, loaded[key], casting="same_kind")
+    return params
+
+
+def _read_params(path) -> Dict[str, np.ndarray]:
     name = os.fspath(path)
     try:
         loaded = np.load(name, allow_pickle=False)

@@ -251,3 +251,25 @@ def test_plot_curves_edge_cases(tmp_path):
         tr.plot_curves(p, hist, width=400, height=200)
         kinds = [k for k, _ in _png_chunks(p.read_bytes())]
         assert kinds[0] == b"IHDR" and kinds[-1] == b"IEND"
+
+
+def test_load_params_into_a_modules_layout(tmp_path):
+    from bpcompile.compiler import compile_file, load_module
+    compiled = compile_file("examples/pos_tagger.yaml")
+    module = load_module(compiled.source, compiled.name)
+    params = module.init_params(3)
+    path = tmp_path / "tagger.npz"
+    tr.save_params(path, params)
+    assert tr.load_params(path)["lstm1.fwd.W_hi"].base is None          # plain arrays
+    back = tr.load_params(path, module)
+    for key in params:
+        np.testing.assert_array_equal(back[key], params[key])
+        assert back[key].dtype == params[key].dtype
+    gates = [back[f"lstm1.fwd.W_h{g}"] for g in "ifoc"]
+    assert module._stacked(gates) is gates[0].base                     # side by side again
+    tr.save_params(path, {k: v for k, v in params.items() if k != "linear1.b"})
+    with pytest.raises(ValueError, match="no parameter 'linear1.b'"):
+        tr.load_params(path, module)
+    tr.save_params(path, dict(params, **{"linear1.b": np.zeros(3)}))
+    with pytest.raises(ValueError, match="linear1.b has shape"):
+        tr.load_params(path, module)
