@@ -5,6 +5,7 @@ Python decides what the statements are; the templates only lay them out.
 
 import hashlib
 import re
+from dataclasses import replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -256,7 +257,7 @@ def _sparse_updates(graph, sched):
 def _consuming(statements, graph, sched, flag):
     """The adjoint statements with each op's `consuming_vjps` form in place of its
     vjp, with `flag` (code) saying whether it may overwrite the forward's aux values."""
-    from .autodiff import Statement, _fill, tensor_op
+    from .autodiff import _fill, tensor_op
     from .tensor_ops import TENSOR_OPS
     swap = {}
     for node in graph:
@@ -269,8 +270,7 @@ def _consuming(statements, graph, sched, flag):
         for plain, consuming in zip(op.vjps, op.consuming_vjps):
             if plain and consuming:
                 swap[_fill(plain, node, g)] = _fill(consuming, node, g, {"consume": flag})
-    return [Statement(s.target, swap.get(s.code, s.code), s.comment, s.node, s.operand, s.term, s.accumulate)
-            for s in statements]
+    return [replace(s, code=swap.get(s.code, s.code)) for s in statements]
 
 
 def _param_view(p):

@@ -21,7 +21,8 @@ masking only at steps whose mask column has a 0 (sorted batches pad only
 their last steps, so most steps run the plain cell).
 """
 
-from dataclasses import dataclass, field
+import functools
+from dataclasses import dataclass, field, replace
 
 import sympy as sp
 
@@ -378,8 +379,9 @@ class ScanCompiler:
             start += w
         return result
 
+    @functools.cached_property
     def direct_adjoints(self):
-        """{adjoint: statement} for stacked products' adjoints that one elementwise statement
+        """{adjoint: code} for stacked products' adjoints that one elementwise statement
         computes: it writes them straight into their columns of _dX[t] (no copy after)."""
         from . import reuse
         targets = [s.target for s in self.schedule.backward]
@@ -401,7 +403,7 @@ class ScanCompiler:
         adj = lambda name: grads.get(name) or zeros  # noqa: E731
         x_parts = ([block for block, _ in self.blocks] if self._all_pairs()
                    else [s.symbol for s in self.x_slots])
-        direct = self.direct_adjoints()
+        direct = self.direct_adjoints
         if len(x_parts) > 1 and not direct:    # (else defined before the cell's statements)
             lines.append("_dXt = _dX[t]")
         for adjoint, dest in self._dx_columns():
@@ -469,10 +471,9 @@ class ScanCompiler:
         return lines, [names[p] for p in self.cell.params]
 
     def _backward_lines(self):
-        from .autodiff import Statement
         from .codegen import aligned
-        direct = self.direct_adjoints()
-        statements = [Statement(s.target, direct.get(s.target, s.code), s.comment) for s in self.schedule.backward]
+        direct = self.direct_adjoints
+        statements = [replace(s, code=direct.get(s.target, s.code)) for s in self.schedule.backward]
         top = ["_dXt = _dX[t]"] if direct and len(self._dx_columns()) > 1 else []
         return top + aligned(statements)
 

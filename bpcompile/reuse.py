@@ -17,6 +17,7 @@ reads it.
 """
 
 import re
+from dataclasses import replace
 
 import sympy as sp
 
@@ -36,7 +37,6 @@ def rewrite(forward, backward, graph, adjoints, kept):
 
     `adjoints` maps node names to their adjoint variables; `kept` names values
     read after the statements (the cache, the gradients, the output)."""
-    from .autodiff import Statement
     node_of = {v: k for k, v in adjoints.items()}
     shape = {n.name: tuple(n.shape) for n in graph}
     shape.update({v: shape[k] for k, v in adjoints.items() if k in shape})
@@ -53,9 +53,13 @@ def rewrite(forward, backward, graph, adjoints, kept):
         if "," not in s.target and (_elementwise(op) or op in FRESH_TENSOR_OPS) \
                 and s.code.strip() not in names:
             owned.add(s.target)
+    later_reads = [set()]                               # later_reads[j]: read by statements after the j-th last
+    for read in reversed(reads[1:]):
+        later_reads.append(later_reads[-1] | read)
+    later_reads.reverse()
     result = []
     for k, s in enumerate(statements):
-        later = set().union(*reads[k + 1:]) if k + 1 < len(reads) else set()
+        later = later_reads[k]
         target_shape = shape.get(s.target if k < len(forward) else node_of.get(s.target))
         donors = [n for n in sorted(reads[k]) if n in owned and n not in pinned and n not in kept
                   and n not in later and n != s.target and shape.get(n) == target_shape]
@@ -63,8 +67,7 @@ def rewrite(forward, backward, graph, adjoints, kept):
         if donors and target_shape and _elementwise(_op(s)) and not s.accumulate:
             expr = s.term if s.term is not None else _forward_expr(s)
             code = with_out(expr, donors[0]) if expr is not None else None
-        result.append(Statement(s.target, code or s.code, s.comment, s.node, s.operand, s.term, s.accumulate,
-                                () if code else s.lines))
+        result.append(replace(s, code=code, lines=()) if code else s)
     return result[:len(forward)], result[len(forward):]
 
 
