@@ -29,7 +29,6 @@ import sympy as sp
 from .autodiff import forward_expr, schedule
 from .errors import SpecError
 from .frontend import _Lowering
-from .inplace import Unsupported, ufunc_statements
 from .ir import Graph, Node
 from .naming import Namer
 from .parser import Assignment, parse_program, symbol
@@ -518,35 +517,30 @@ class ScanCompiler:
 
 
 def in_place_forward(statements, kept, slots):
-    """A step's forward statements, where an elementwise node may write its value into
+    """A step's forward statements, where an elementwise node writes its value into
     an operand that nothing reads afterwards (no later statement, not saved for the
     backward pass, not a state): one fresh array fewer per such node and step.
 
-    An operand qualifies if this step made it (a statement above, or a slot of the
-    step's pre-activations, which are not read again): never a previous state, the
-    input, a parameter or a view of a stored block (`cols`)."""
-    made = {s.node.name for s in statements if s.node is not None and s.node.op != "cols"}
-    made |= slots
+    An operand qualifies if this step made it as a fresh array (an elementwise value,
+    or a slot of the step's pre-activations, which are not read again): never a
+    previous state, the input, a parameter, an alias or a view of a stored block."""
+    from . import reuse
+    made = {s.node.name for s in statements if s.node is not None and s.node.op in PRIMITIVES
+            and s.node.op not in ("identity", "select")} | slots
+    later = set()
     lines = []
-    for k, s in enumerate(statements):
+    for s in reversed(statements):
         node = s.node
-        donor = None
+        code = None
         if node is not None and node.op in PRIMITIVES and node.op not in ("identity", "select"):
-            later = {o for t in statements[k + 1:] if t.node is not None for o in t.node.operands}
             donor = next((o for o in node.operands if isinstance(o, str) and o in made
-                          and o not in kept and o not in later and node.operands.count(o) == 1), None)
-        code = ufunc_statements(forward_expr(node), donor, _no_scratch) if donor else None
-        if code is None:
-            lines.append(f"{s.target} = {s.code}")
-            continue
-        lines.append(f"{code[0]}  # {s.target} = {s.code}, in {donor}'s memory: nothing reads {donor} again")
-        lines += code[1:]
-        lines.append(f"{s.target} = {donor}")
-    return lines
-
-
-def _no_scratch(avoid=None):
-    raise Unsupported("temporaries")      # one primitive over names never needs them
+                          and o not in kept and o not in later), None)
+            code = reuse.with_out(forward_expr(node), donor) if donor else None
+        lines.append(f"{s.target} = {code}  # in {donor}'s memory: nothing reads it again" if code
+                     else f"{s.target} = {s.code}")
+        if node is not None:
+            later |= {o for o in node.operands if isinstance(o, str)}
+    return lines[::-1]
 
 
 def _side_by_side(parts):
