@@ -35,11 +35,43 @@ BINARY_UFUNCS = {
 }
 
 
+# Functions that are a binary ufunc with 0 as the second argument.
+ZERO_SECOND = {softplus: "np.logaddexp", relu: "np.maximum", step: "np.greater"}
+
 KEYWORD_OUT = ("np.maximum(", "np.minimum(")
 
 
 class Unsupported(Exception):
     pass
+
+
+def ufunc_call(expr):
+    """(ufunc, argument expressions) of a power or function at the top of expr, or None.
+
+    The one table of single-ufunc forms that both in-place printers (this
+    module's and reuse.py's) read; sums, products and sigmoid are theirs."""
+    kind, args = type(expr), expr.args
+    if expr.is_Pow:
+        base, exponent = args
+        if exponent == 2:
+            return "np.square", [base]
+        if exponent == -1:
+            return "np.divide", [sp.Integer(1), base]
+        if exponent == sp.Rational(1, 2):
+            return "np.sqrt", [base]
+        return "np.power", [base, exponent]
+    if kind in UNARY_UFUNCS:
+        return UNARY_UFUNCS[kind], [args[0]]
+    if kind in BINARY_UFUNCS and len(args) == 2:
+        return BINARY_UFUNCS[kind], list(args)
+    if kind in ZERO_SECOND:
+        return ZERO_SECOND[kind], [args[0], sp.Float(0)]
+    if isinstance(expr, sp.Piecewise):
+        # The rule table makes only indicators: Piecewise((1, a > b), (0, True)).
+        (one, cond), (zero, _) = args
+        if one == 1 and zero == 0 and type(cond) in BINARY_UFUNCS:
+            return BINARY_UFUNCS[type(cond)], list(cond.args)
+    return None
 
 
 def ufunc_statements(expr, out, scratch, constant=repr):
@@ -92,12 +124,6 @@ class _Emitter:
             self.combine(expr.args, out, "np.add", "np.subtract", _negated)
         elif expr.is_Mul:
             self.combine(expr.args, out, "np.multiply", "np.divide", _inverted)
-        elif expr.is_Pow:
-            self.power(expr, out)
-        elif type(expr) in UNARY_UFUNCS:
-            self.unary(UNARY_UFUNCS[type(expr)], expr.args[0], out)
-        elif type(expr) in BINARY_UFUNCS and len(expr.args) == 2:
-            self.binary(BINARY_UFUNCS[type(expr)], *expr.args, out)
         elif isinstance(expr, sigmoid):
             # 1/(1 + exp(-a)), as the batch code prints it
             self.unary("np.negative", expr.args[0], out)
@@ -105,16 +131,15 @@ class _Emitter:
             one = self.constant(1.0)
             self.emit(f"np.add({out}, {one}, {out})")
             self.emit(f"np.divide({one}, {out}, {out})")
-        elif isinstance(expr, softplus):
-            self.binary("np.logaddexp", expr.args[0], sp.Integer(0), out)
-        elif isinstance(expr, relu):
-            self.binary("np.maximum", expr.args[0], sp.Integer(0), out)
-        elif isinstance(expr, step):
-            self.binary("np.greater", expr.args[0], sp.Integer(0), out)
-        elif isinstance(expr, sp.Piecewise):
-            self.indicator(expr, out)
         else:
-            raise Unsupported(type(expr).__name__)
+            call = ufunc_call(expr)
+            if call is None:
+                raise Unsupported(type(expr).__name__)
+            ufunc, args = call
+            if len(args) == 1:
+                self.unary(ufunc, args[0], out)
+            else:
+                self.binary(ufunc, *args, out)
 
     def unary(self, ufunc, arg, out):
         source = self.leaf(arg)
@@ -172,24 +197,6 @@ class _Emitter:
         for inverted, term in rest:
             source = self.operand(term, out)
             self.emit(f"{inverse_op if inverted else op}({out}, {source}, {out})")
-
-    def power(self, expr, out):
-        base, exponent = expr.args
-        if exponent == 2:
-            self.unary("np.square", base, out)
-        elif exponent == -1:
-            self.binary("np.divide", sp.Integer(1), base, out)
-        elif exponent == sp.Rational(1, 2):
-            self.unary("np.sqrt", base, out)
-        else:
-            self.binary("np.power", base, exponent, out)
-
-    def indicator(self, expr, out):
-        # The rule table makes only indicators: Piecewise((1, a > b), (0, True)).
-        (one, cond), (zero, _) = expr.args
-        if one != 1 or zero != 0 or type(cond) not in BINARY_UFUNCS:
-            raise Unsupported("Piecewise")
-        self.binary(BINARY_UFUNCS[type(cond)], *cond.args, out)
 
 
 def _negated(term):

@@ -21,8 +21,8 @@ from dataclasses import replace
 
 import sympy as sp
 
-from .inplace import BINARY_UFUNCS, UNARY_UFUNCS
-from .primitives import PRIMITIVES, relu, sigmoid, softplus, step
+from .inplace import ufunc_call
+from .primitives import PRIMITIVES, sigmoid
 from .printer import to_numpy
 
 # Ops whose results never share memory with their operands.
@@ -112,29 +112,13 @@ def _outermost(expr):
         if b.is_Pow and b.args[1] == -1:
             return "np.divide", [p(a), p(b.args[0])]
         return "np.multiply", [p(a), p(b)]
-    if expr.is_Pow:
-        base, exponent = expr.args
-        if exponent == 2:
-            return "np.square", [p(base)]
-        if exponent == -1:
-            return "np.divide", ["1.0", p(base)]
-        if exponent == sp.Rational(1, 2):
-            return "np.sqrt", [p(base)]
-        return "np.power", [p(base), p(exponent)]
-    kind = type(expr)
-    if kind in UNARY_UFUNCS:
-        return UNARY_UFUNCS[kind], [p(expr.args[0])]
-    if kind in BINARY_UFUNCS and len(expr.args) == 2:
-        return BINARY_UFUNCS[kind], [p(a) for a in expr.args]
-    if kind is sigmoid:            # 1/(1 + exp(-a)), as printed elsewhere
+    if type(expr) is sigmoid:      # 1/(1 + exp(-a)), as printed elsewhere
         return "np.divide", ["1.0", f"1 + np.exp(-{_atom(expr.args[0])})"]
-    if kind is softplus:
-        return "np.logaddexp", ["0.0", p(expr.args[0])]
-    if kind is relu:
-        return "np.maximum", [p(expr.args[0]), "0.0"]
-    if kind is step:
-        return "np.greater", [p(expr.args[0]), "0.0"]
-    return None
+    call = ufunc_call(expr)
+    if call is None:
+        return None
+    ufunc, args = call
+    return ufunc, [p(a) for a in args]
 
 
 def _atom(expr):
