@@ -97,6 +97,14 @@ def load_torch(disabled, threads=None):
     return torch
 
 
+def print_times(times, count, rate):
+    """One row per contender: median and minimum time per item (a round holds `count`), and rates."""
+    print(f"    {'':20s} {'median':>12s} {'min':>12s} {rate + ' (median)':>17s} {rate + ' (min)':>14s} {'median/min':>10s}")
+    for name, ts in times.items():
+        med, lo = float(np.median(ts)) / count, min(ts) / count
+        print(f"    {name:20s} {fmt_time(med)} {fmt_time(lo)} {1 / med:17,.0f} {1 / lo:14,.0f} {spread(ts):10.2f}")
+
+
 def print_ratios(times):
     """Print generated/handwritten (each hand-written baseline), torch/generated and
     fwd+bwd/fwd; return the ratio to the fastest baseline, and the last."""
@@ -454,10 +462,7 @@ def bench_a(args, torch, summary):
 
     times = interleaved(runners, args.rounds_a)
     print(f"    {args.rounds_a} rounds of one epoch each (interleaved); per-example time and examples/second:")
-    print(f"    {'':20s} {'median':>12s} {'min':>12s} {'ex/s (median)':>14s} {'ex/s (min)':>12s} {'median/min':>10s}")
-    for name, ts in times.items():
-        med, lo = float(np.median(ts)) / n, min(ts) / n
-        print(f"    {name:20s} {fmt_time(med)} {fmt_time(lo)} {1 / med:14,.0f} {1 / lo:12,.0f} {spread(ts):10.2f}")
+    print_times(times, n, "ex/s")
     r_gh, r_fb = print_ratios(times)
     summary.append(("(a) batch 1, f64", "ex/s", times, n, r_gh, r_fb))
 
@@ -543,11 +548,8 @@ def bench_b(args, torch, summary):
             sys.exit(f"bench_mlp: {name} disagrees with the generated module")
 
     times = interleaved(runners, args.rounds_b)
-    print(f"    {args.rounds_b} rounds of {steps} steps each (interleaved); time per step:")
-    print(f"    {'':20s} {'median':>12s} {'min':>12s} {'steps/s (median)':>17s} {'median/min':>10s}")
-    for name, ts in times.items():
-        med, lo = float(np.median(ts)) / steps, min(ts) / steps
-        print(f"    {name:20s} {fmt_time(med)} {fmt_time(lo)} {1 / med:17,.0f} {spread(ts):10.2f}")
+    print(f"    {args.rounds_b} rounds of {steps} steps each (interleaved); time per step and steps/second:")
+    print_times(times, steps, "steps/s")
     r_gh, r_fb = print_ratios(times)
     summary.append(("(b) batch 64, f32", "steps/s", times, steps, r_gh, r_fb))
 
