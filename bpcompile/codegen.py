@@ -179,14 +179,10 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
         loss_text = ("softmax cross-entropy from the logits (log-sum-exp) at every position, "
                      "mean over the unmasked positions; y holds class ids (B, T)")
     row = rowstep.render(compiler, sched, graph)
-    row_y_guard = ""
     imports = imports_for(helpers)
     if row is not None:
         helpers += row.helpers
         imports.append("import math")
-        k = compiler.classes
-        row_y_guard = ('y.shape == (1,) and y.dtype.kind in "iu"' if compiler.loss == "softmax_cross_entropy"
-                       else f"y.dtype is DTYPE and (y.shape == (1, {k})" + (" or y.shape == (1,))" if k == 1 else ")"))
     l2 = compiler.spec.get("l2", default=0)
     if l2:
         loss_text += f", plus {l2!r}/2 * the sum of squared weights (not biases)"
@@ -232,7 +228,6 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
         helpers=helpers_for(helpers),
         imports=imports,
         row=row,
-        row_y_guard=row_y_guard,
         stacks=compiler.stacks,
     )
 
