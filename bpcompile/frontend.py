@@ -10,7 +10,7 @@ import sympy as sp
 
 from .errors import SpecError
 from .ir import Graph, Node
-from .naming import Namer
+from .naming import SymbolTable, PROGRAM_LOCALS
 from .parser import Assignment, check_identifier
 from .primitives import PRIMITIVES, SYMPY_HEADS
 
@@ -22,6 +22,7 @@ def check_program(assignments, inputs=None, output=None, wrt=None):
     """
     if not assignments:
         raise SpecError("empty program: write at least one assignment `name = expression`")
+    _check_names_are_free(assignments, inputs)
     assigned = {}
     free = []
     for a in assignments:
@@ -93,6 +94,29 @@ def check_program(assignments, inputs=None, output=None, wrt=None):
     return inputs, output, wrt
 
 
+def program_names():
+    """The symbol table of a program module: its variables are the user's names, as
+    written, so a name the module needs for itself is refused rather than renamed."""
+    return SymbolTable(reserved=PROGRAM_LOCALS, builtins_free=True)
+
+
+def _check_names_are_free(assignments, inputs):
+    names = program_names()
+    for name in inputs or ():
+        _in_field(check_identifier, "inputs", name, "input")
+        if names.taken(name):
+            raise SpecError(f"input {name!r} is reserved for the generated code", field="inputs")
+    for a in assignments:
+        if names.taken(a.target):
+            raise SpecError(f"{a.target!r} is reserved for the generated code; choose another name",
+                            line=a.line, col=a.col)
+        for name in a.names:
+            if names.taken(name):
+                line, col = a.name_cols[name]
+                raise SpecError(f"{name!r} is reserved for the generated code; choose another name",
+                                line=line, col=col)
+
+
 def _in_field(check, field, *args):
     try:
         return check(*args)
@@ -118,7 +142,10 @@ def _check_reaches_output(assignments, output):
 def build_graph(assignments, inputs, output, wrt, name="model"):
     """Lower checked assignments into a Graph of primitive nodes."""
     graph = Graph(name)
-    namer = Namer(list(inputs) + [a.target for a in assignments])
+    namer = program_names()
+    for user in list(inputs) + [a.target for a in assignments]:
+        namer.bind(user)
+    graph.names = namer
     for name_ in inputs:
         graph.add(Node(name_, "input", user=True))
     lowering = _Lowering(graph, namer)

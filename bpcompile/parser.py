@@ -23,11 +23,6 @@ MAX_DEPTH = 100          # nesting of operations in one expression
 MAX_CONSTANT = 1e300     # magnitude of a folded constant
 
 IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
-# Names the generated modules use for themselves.
-RESERVED = frozenset({"np", "cache", "seed", "grads", "params", "math",
-                      # the generated modules' own names
-                      "evaluate", "forward", "backward", "value_and_grad", "predict", "sgd_step",
-                      "init_params", "INPUTS", "WRT", "PARAMS", "DTYPE"})
 
 _BINARY = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "pow"}
 
@@ -45,13 +40,12 @@ class Assignment:
 
 
 def check_identifier(name, what="name"):
-    """Raise SpecError unless `name` can be a variable of a generated module."""
+    """Raise SpecError unless `name` is an identifier (whether the generated module
+    can use it as written is the symbol table's concern: naming.py)."""
     if not isinstance(name, str) or not IDENTIFIER.match(name):
         raise SpecError(f"{what} {name!r} is not an identifier (letters, digits, _; starting with a letter)")
     if keyword.iskeyword(name) or keyword.issoftkeyword(name):
         raise SpecError(f"{what} {name!r} is a Python keyword")
-    if name in RESERVED:
-        raise SpecError(f"{what} {name!r} is reserved for the generated code")
     return name
 
 
