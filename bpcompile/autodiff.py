@@ -141,12 +141,14 @@ def targets(node):
     return ", ".join([node.name, *node.attrs.get("aux", {}).values()])
 
 
-def schedule(graph, seeds=None):
+def schedule(graph, seeds=None, names=None):
     """The forward and backward statements of `graph`.
 
     `seeds` maps output names to variables holding their incoming adjoints
     (for a graph with several outputs, such as a recurrent cell's new states);
-    by default the one output gets the adjoint `d<out>_d<out>`.
+    they must have been minted from `names`.  By default the one output gets
+    the adjoint `d<out>_d<out>`.  `names` is the module's SymbolTable, which
+    mints the adjoints' names; without it, one is made from the graph's names.
     """
     result = Schedule(output=graph.output)
     outputs = list(seeds) if seeds else [graph.output]
@@ -161,7 +163,9 @@ def schedule(graph, seeds=None):
         result.forward.append(Statement(targets(node), rules[node.name].forward(node), node=node, lines=lines))
 
     active = needed & graph.descendants(graph.wrt)
-    namer = Namer(list(graph.nodes) + [a for n in graph for a in n.attrs.get("aux", {}).values()])
+    namer = names if names is not None else getattr(graph, "names", None)
+    if namer is None:
+        namer = Namer(list(graph.nodes) + [a for n in graph for a in n.attrs.get("aux", {}).values()])
     adjoint = {}                                  # node name -> adjoint variable name
     out = graph.output
     if seeds:
