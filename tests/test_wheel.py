@@ -47,8 +47,10 @@ def wheel(tmp_path_factory):
         shutil.copytree(REPO / name, src / name, ignore=ignore)
     _ensure_build()
     dist = root / "dist"
-    _run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--skip-dependency-check",
-          "--outdir", dist, src], cwd=root)
+    # an isolated build: `build` installs what pyproject.toml's [build-system] requires into
+    # its own environment, so the wheel builds in a fresh venv too (which has an old setuptools
+    # and no `wheel`), exactly as `pip install .` does
+    _run([sys.executable, "-m", "build", "--wheel", "--outdir", dist, src], cwd=root)
     wheels = list(dist.glob("bpcompile-*.whl"))
     assert len(wheels) == 1, wheels
     return wheels[0]
