@@ -3,6 +3,7 @@
 Python decides what the statements are; the templates only lay them out.
 """
 
+import ast
 import hashlib
 import re
 from dataclasses import replace
@@ -88,10 +89,27 @@ def helper_blocks():
     """name -> source of every helper function in templates/helpers/*.py."""
     blocks = {}
     for path in sorted((templates_dir() / "helpers").glob("*.py")):
-        parts = re.split(r"^# --- (\w+)\n", path.read_text(encoding="utf-8"), flags=re.M)
-        for name, body in zip(parts[1::2], parts[2::2]):
-            blocks[name] = body.strip()
+        text = path.read_text(encoding="utf-8")
+        for node in ast.parse(text).body:
+            if isinstance(node, ast.FunctionDef):
+                blocks[node.name] = ast.get_source_segment(text, node)
     return blocks
+
+
+@lru_cache(maxsize=None)
+def module_globals():
+    """Every top-level name that a helper or kernel file may bring into a generated
+    module: the symbol table never hands these out."""
+    names = set(helper_blocks())
+    for path in sorted((templates_dir() / "kernels").glob("*.py")):
+        for node in ast.parse(path.read_text(encoding="utf-8")).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                names.add(node.name)
+            elif isinstance(node, ast.Assign):
+                names.update(t.id for t in node.targets if isinstance(t, ast.Name))
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                names.update((a.asname or a.name).split(".")[0] for a in node.names)
+    return frozenset(names)
 
 
 def helpers_for(names):

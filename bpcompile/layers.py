@@ -8,6 +8,7 @@ the loss into one fused node whose adjoint is the lecture's simple form
 mismatch is a compile-time error that names the layer and its YAML line.
 """
 
+import math
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -17,7 +18,7 @@ from .autodiff import schedule
 from .errors import SpecError
 from .frontend import _Lowering
 from .ir import Graph, Node
-from .naming import Namer
+from .naming import LAYER_LOCALS, SymbolTable
 from .parser import check_identifier, parse_expression, symbol, Assignment
 
 LAYER_SPEC_KEYS = {"name", "dtype", "input", "layers", "loss", "l2", "train", "description"}
@@ -71,7 +72,10 @@ class LayerCompiler:
         self.sequence = self._is_sequence()
         self.input_shape = self._input_shape()
         self.graph = Graph(self.name)
-        self.namer = Namer(["x", "y", "B", "J", "p", "s", "e", "total", "n", "mask", "state", "consume"])
+        # x, y, mask and J are the template's own names (LAYER_LOCALS): graph nodes that
+        # no minted name can equal
+        self.namer = SymbolTable(reserved=LAYER_LOCALS | codegen.module_globals())
+        self.graph.names = self.namer
         self.params = []
         self.layers = []
         self.functions = []          # generated recurrent-layer functions (source text)
@@ -91,9 +95,14 @@ class LayerCompiler:
         return isinstance(self.spec.get("input"), dict) or bool(kinds & set(SEQUENCE_KINDS))
 
     def next_name(self, layer):
-        """The next default name of `layer`'s kind (for stacked layers)."""
-        self.counts[layer.kind] = self.counts.get(layer.kind, 0) + 1
-        return self.namer.fresh(f"{layer.kind}{self.counts[layer.kind]}")
+        """The next free default name of `layer`'s kind (for stacked layers), never the
+        name of another layer of the spec."""
+        while True:
+            self.counts[layer.kind] = self.counts.get(layer.kind, 0) + 1
+            name = f"{layer.kind}{self.counts[layer.kind]}"
+            if name not in self.layer_names:
+                self.layer_names.add(name)
+                return name
 
     # --- spec reading ---------------------------------------------------------------
     def _input_shape(self):
@@ -118,24 +127,27 @@ class LayerCompiler:
         entries = self.spec.get("layers")
         if not isinstance(entries, list) or not entries:
             raise self.spec.error("layers must be a non-empty list", "layers")
-        counts = self.counts
-        taken = set()
-        for i, entry in enumerate(entries):
-            kind, options = self._kind_and_options(i, entry)
-            counts[kind] = counts.get(kind, 0) + 1
-            name = options.pop("name", None)
+        parsed = [self._kind_and_options(i, entry) for i, entry in enumerate(entries)]
+        # A layer's name is the prefix of its parameter keys; default names (`linear2`)
+        # skip the names the spec gives, so keys are unique by construction.
+        explicit = {}
+        for i, (kind, options) in enumerate(parsed):
+            name = options.get("name")
             if name is None:
-                name = f"{kind}{counts[kind]}"
-            else:
-                try:
-                    check_identifier(name, "layer name")
-                except SpecError as err:
-                    raise self.spec.error(f"layer {i + 1}: {err.message}", "layers", i) from None
-            if name in taken or name in ("x", "y", "B", "J", "p", "s"):
-                raise self.spec.error(f"layer {i + 1} ({name}): the name {name!r} is already used",
-                                      "layers", i)
-            taken.add(name)
-            yield Layer(i + 1, kind, name, options)
+                continue
+            try:
+                check_identifier(name, "layer name")
+            except SpecError as err:
+                raise self.spec.error(f"layer {i + 1}: {err.message}", "layers", i) from None
+            if name in explicit:
+                raise self.spec.error(f"layer {i + 1} ({name}): the name {name!r} is already used "
+                                      f"by layer {explicit[name] + 1}", "layers", i)
+            explicit[name] = i
+        self.layer_names = set(explicit)
+        for i, (kind, options) in enumerate(parsed):
+            name = options.pop("name", None)
+            yield Layer(i + 1, kind, name if name is not None else self.next_name(Layer(i + 1, kind, "")),
+                        options)
 
     def _kind_and_options(self, i, entry):
         if isinstance(entry, str):
@@ -184,6 +196,9 @@ class LayerCompiler:
 
     def param(self, layer, suffix, shape, fan_in=0, fan_out=0, is_weight=True, key_prefix=None):
         key = f"{key_prefix or layer.name}.{suffix}"
+        if any(p.key == key for p in self.params):
+            raise self.error(layer, f"the parameter key {key!r} is already used by another layer; "
+                             "rename one of the layers")
         var = self.namer.fresh(key.replace(".", "_"))
         self.params.append(Param(key, var, shape, fan_in, fan_out, is_weight))
         node = Node(var, "input", shape=shape, dtype=self.dtype, user=True, attrs={"param": key})
@@ -198,8 +213,9 @@ class LayerCompiler:
         loss = self.spec.get("loss")
         if loss is None:
             raise self.spec.error(f"missing `loss:`; one of {', '.join(LOSSES)}")
-        if loss not in LOSSES:
-            raise self.spec.error(f"unknown loss {loss!r}; known losses: {', '.join(LOSSES)}", "loss")
+        if not isinstance(loss, str) or loss not in LOSSES:
+            raise self.spec.error(f"unknown loss {_short(loss)}; known losses: {', '.join(LOSSES)}",
+                                  "loss")
         last = self.layers[-1]
         if self.sequence:
             return self._sequence_loss(loss, logits, last)
@@ -220,11 +236,11 @@ class LayerCompiler:
         y_shape = ("B",) if loss == "softmax_cross_entropy" else ("B", k)
         y_dtype = "int64" if loss == "softmax_cross_entropy" else self.dtype
         g.add(Node("y", "input", shape=y_shape, dtype=y_dtype, user=True))
-        aux = {"p": "p"} if loss == "softmax_cross_entropy" else (
-            {"s": "s"} if loss == "sigmoid_binary_cross_entropy" else {})
+        aux = {"p": self.namer.fresh("p")} if loss == "softmax_cross_entropy" else (
+            {"s": self.namer.fresh("s")} if loss == "sigmoid_binary_cross_entropy" else {})
         l2 = self.spec.get("l2", default=0)
-        if isinstance(l2, bool) or not isinstance(l2, (int, float)) or l2 < 0:
-            raise self.spec.error(f"l2 must be a non-negative number, got {l2!r}", "l2")
+        if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not 0 <= l2 < math.inf:
+            raise self.spec.error(f"l2 must be a non-negative number (and finite), got {_short(l2)}", "l2")
         weights = [p for p in self.params if p.is_weight]
         data_name = "J" if not (l2 and weights) else self.namer.fresh("data_loss")
         g.add(Node(data_name, loss, (logits.name, "y"), shape=(), dtype=self.dtype,
@@ -235,8 +251,9 @@ class LayerCompiler:
             total = sp.Add(*[symbol(s) for s in squares], evaluate=False) if len(squares) > 1 \
                 else symbol(squares[0])
             penalty = sp.Mul(sp.Float(l2 / 2), total, evaluate=False)
-            self.lower("l2_penalty", penalty, shape=())
-            self.lower("J", sp.Add(symbol(data_name), symbol("l2_penalty"), evaluate=False), shape=())
+            penalty_name = self.namer.fresh("l2_penalty")
+            self.lower(penalty_name, penalty, shape=())
+            self.lower("J", sp.Add(symbol(data_name), symbol(penalty_name), evaluate=False), shape=())
         g.output = "J"
         g.wrt = [p.var for p in self.params]
 
@@ -251,15 +268,15 @@ class LayerCompiler:
         self.loss, self.link, self.classes, self.logits = loss, "softmax", logits.shape[-1], logits.name
         g = self.graph
         g.add(Node("y", "input", shape=("B", "T"), dtype="int64", user=True))
+        aux = {key: self.namer.fresh(key) for key in ("e", "total", "n")}
         g.add(Node("J", "softmax_cross_entropy_seq", (logits.name, "y", "mask"), shape=(),
-                   dtype=self.dtype, attrs={"aux": {"e": "e", "total": "total", "n": "n"}}))
+                   dtype=self.dtype, attrs={"aux": aux}))
         g.output = "J"
         g.wrt = [p.var for p in self.params] + [var for _, var, _ in self.states]
 
     def lower(self, target, expr, shape, line=0):
         """Add the elementwise nodes of `target = expr` (a SymPy expression)."""
         before = set(self.graph.nodes)
-        self.namer.claim(target)
         names = sorted(s.name for s in expr.free_symbols)
         _Lowering(self.graph, self.namer).assignment(Assignment(target, expr, line, 1, names, {}))
         for name in self.graph.nodes:
@@ -270,6 +287,12 @@ class LayerCompiler:
 
 
 SHORT_OPTION = {"linear": "out", "activation": "expr"}
+
+
+def _short(value, limit=60):
+    """repr(value), cut to `limit` characters: messages never echo unbounded input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _shape_text(shape):
