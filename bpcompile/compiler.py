@@ -47,12 +47,19 @@ def compile_spec(spec):
 
 
 def compile_file(path):
+    from .limits import MAX_SPEC_BYTES, clip
+    if not isinstance(path, (str, Path)):
+        raise SpecError(f"a spec file name must be a str or a Path, got {type(path).__name__}")
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8")     # bytes as they are: the header hashes them
-    except (OSError, UnicodeDecodeError) as err:
+        with open(path, "rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)           # bytes as they are: the header hashes them
+        if len(data) > MAX_SPEC_BYTES:
+            raise SpecError(f"spec too large (more than {MAX_SPEC_BYTES} bytes)", str(path), 1, 1)
+        text = data.decode("utf-8")
+    except (OSError, UnicodeDecodeError, ValueError) as err:
         reason = getattr(err, "strerror", None) or str(err)
-        raise SpecError(f"cannot read spec: {reason}", str(path), 1, 1) from None
+        raise SpecError(f"cannot read spec: {reason}", clip(path), 1, 1) from None
     spec = load_spec(text, str(path))
     compiled = compile_spec(spec)
     compiled.source_path = str(path)
@@ -108,12 +115,28 @@ def compile_text(text, inputs=None, wrt=None, output=None, name="model"):
     """An expression or a program (lines of `name = expression`) -> Compiled."""
     if not isinstance(text, str):
         raise SpecError(f"expected text, got {type(text).__name__}")
+    inputs, wrt = _name_list(inputs, "inputs"), _name_list(wrt, "wrt")
+    if output is not None and not isinstance(output, str):
+        raise SpecError(f"output must be a name, got {type(output).__name__}")
+    if not isinstance(name, str):
+        raise SpecError(f"name must be a string, got {type(name).__name__}")
     kind = "program" if _looks_like_program(text) else "expr"
     data = {"name": name, kind: text}
     for key, value in (("inputs", inputs), ("wrt", wrt), ("output", output)):
         if value is not None:
             data[key] = list(value) if key != "output" else value
     return _compile_program_spec(_DictSpec(data, text))
+
+
+def _name_list(value, what):
+    """None, one name, or a list/tuple of names (the API's `inputs=` and `wrt=`)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [n.strip() for n in value.split(",") if n.strip()]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(n, str) for n in value):
+        raise SpecError(f"{what} must be a list of names, got {type(value).__name__}")
+    return list(value)
 
 
 def compile_sympy(expr, inputs=None, wrt=None, output=None, name="model"):
@@ -177,10 +200,17 @@ def compile(obj, inputs=None, wrt=None, output=None, name="model"):
     into a loaded module with `evaluate`, `forward`, `backward`,
     `value_and_grad`, and `SOURCE` (the module's text)."""
     if isinstance(obj, sp.Basic):
-        compiled = compile_sympy(obj, inputs, wrt, output, name)
+        compiled = compile_sympy(obj, _name_list(inputs, "inputs"), _name_list(wrt, "wrt"),
+                                 output, name)
     elif isinstance(obj, dict):
         import yaml
-        text = yaml.safe_dump(obj, sort_keys=False)
+        try:
+            text = yaml.safe_dump(obj, sort_keys=False)
+        except (yaml.YAMLError, RecursionError, ValueError) as err:
+            args = getattr(err, "args", ())
+            culprit = f": it holds a {type(args[1]).__name__}" if len(args) > 1 else ""
+            raise SpecError("a spec dict may hold only strings, numbers, booleans, None, lists "
+                            f"and dicts{culprit}") from None
         compiled = compile_spec(load_spec(text))
     elif isinstance(obj, str):
         compiled = compile_text(obj, inputs, wrt, output, name)
@@ -194,7 +224,11 @@ def compile(obj, inputs=None, wrt=None, output=None, name="model"):
 def graph(obj, inputs=None, wrt=None, output=None, name="model"):
     """The computation graph of an expression, program, SymPy expression or spec file path."""
     if isinstance(obj, sp.Basic):
-        return compile_sympy(obj, inputs, wrt, output, name).graph
+        return compile_sympy(obj, _name_list(inputs, "inputs"), _name_list(wrt, "wrt"),
+                             output, name).graph
+    if not isinstance(obj, (str, Path)):
+        raise SpecError(f"cannot build the graph of a {type(obj).__name__}: give text, a SymPy "
+                        "expression or a spec file path")
     if isinstance(obj, Path) or (isinstance(obj, str) and obj.endswith((".yaml", ".yml"))):
         return compile_file(obj).graph
     return compile_text(obj, inputs, wrt, output, name).graph

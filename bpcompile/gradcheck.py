@@ -105,3 +105,26 @@ def random_problem(module, batch=4, seed=0, scale=0.1):
     else:
         y = rng.integers(0, 2, (batch, module.OUTPUTS)).astype(module.DTYPE)
     return params, x, y
+
+
+def one_sided_gradients(module, args, h=1e-6):
+    """name -> (backward difference, forward difference) of a program module's value
+    in each WRT input, summed over its entries: where a function has a kink
+    (relu at 0, max(x, y) at x = y) the two disagree, where it is smooth they agree."""
+    args = [np.array(a, dtype=np.float64) for a in args]
+    base = np.sum(module.evaluate(*args))
+    sides = {}
+    for name in module.WRT:
+        x = args[module.INPUTS.index(name)]
+        flat = x.reshape(-1)
+        left = right = 0.0
+        for i in range(flat.size):
+            original = flat[i]
+            step = h * max(1.0, abs(original))
+            flat[i] = original + step
+            right += (np.sum(module.evaluate(*args)) - base) / step
+            flat[i] = original - step
+            left += (base - np.sum(module.evaluate(*args))) / step
+            flat[i] = original
+        sides[name] = (float(left), float(right))
+    return sides

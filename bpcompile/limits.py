@@ -18,3 +18,25 @@ MAX_EXPONENT_BITS = 4_000         # bits of an exact integer power while folding
 MAX_LAYERS = 1_000                # entries of `layers:` (after expanding stacked layers)
 MAX_PARAMETERS = 100_000_000      # total trainable parameters of a layer spec
 MAX_LAYER_DEPTH = 32              # `layers:` option of rnn/lstm (stacked layers)
+
+
+def shorten(value, limit=MAX_ECHO):
+    """repr(value), or its first `limit` characters and "...": what an error message
+    may quote of a user's value.  Containers are summarised before repr runs, so a
+    huge value costs no more than a small one."""
+    import reprlib
+    short = reprlib.Repr()
+    short.maxstring = short.maxother = limit
+    short.maxlist = short.maxtuple = short.maxdict = short.maxset = 8
+    short.maxlevel = 3
+    try:
+        text = short.repr(value)
+    except (ValueError, RecursionError):      # an int too long for str(), a deep structure
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def clip(text, limit=2 * MAX_ECHO):
+    """`text` (a file name, say) cut to `limit` characters, without quotes."""
+    text = str(text).replace("\n", " ")
+    return text if len(text) <= limit else text[:limit - 3] + "..."

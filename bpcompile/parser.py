@@ -4,7 +4,8 @@ Text is parsed by Python's `ast` module and the tree is checked against a
 whitelist (numbers, names, + - * / **, unary minus, parentheses, calls of
 functions from the primitive table) before SymPy objects are built from it
 without evaluation.  Constant subexpressions are folded here, with guards so
-that `9**9**9**9` is an error rather than a hang.
+that `9**9**9**9` and `pow(10, 10**10)` are errors rather than hangs: a power
+is computed only once its size is known to be within MAX_CONSTANT.
 """
 
 import ast
@@ -16,11 +17,8 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from .errors import SpecError
+from .limits import MAX_CONSTANT, MAX_DEPTH, MAX_NODES, MAX_TEXT
 from .primitives import CALLABLE
-
-MAX_TEXT = 20_000        # characters in one expression or program
-MAX_DEPTH = 100          # nesting of operations in one expression
-MAX_CONSTANT = 1e300     # magnitude of a folded constant
 
 IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 
@@ -115,10 +113,15 @@ def _parse(text, mode):
 
 
 def _check_depth(tree):
-    """Reject deeply nested expressions before anything recurses over them."""
+    """Reject deeply nested or very large expressions before anything recurses over them."""
     stack = [(tree, 0, (1, 1))]
+    count = 0
     while stack:
         node, depth, where = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise SpecError(f"expression too large (more than {MAX_NODES} operations and operands)",
+                            line=where[0], col=where[1])
         if hasattr(node, "lineno"):       # operator nodes have no position: keep the parent's
             where = (node.lineno, node.col_offset + 1)
         if depth > MAX_DEPTH + 2:
@@ -212,6 +215,8 @@ class _Builder:
             raise self._error(node, f"{name}() takes {prim.arity} argument"
                               f"{'s' if prim.arity > 1 else ''}, got {len(args)}")
         if all(_is_number(a) for a in args):
+            if name == "pow":
+                return _fold("pow", args[0], args[1], node, self)
             return _fold_call(name, args, node, self)
         return prim.build(*(_sym(a) for a in args))
 
@@ -244,10 +249,10 @@ def _op_text(op):
 def _checked_constant(value, node, builder):
     if isinstance(value, int) and value.bit_length() > 64:
         if abs(value) > MAX_CONSTANT:
-            raise builder._error(node, "numeric constant too large")
+            raise builder._error(node, f"numeric constant too large (the limit is {MAX_CONSTANT:g})")
         value = float(value)
     if isinstance(value, float) and not math.isfinite(value) or abs(value) > MAX_CONSTANT:
-        raise builder._error(node, "numeric constant too large")
+        raise builder._error(node, f"numeric constant too large (the limit is {MAX_CONSTANT:g})")
     return value
 
 
@@ -265,28 +270,49 @@ def _fold(op, a, b, node, builder):
             if isinstance(a, int) and isinstance(b, int) and result == int(result) and a % b == 0:
                 result = a // b
         else:
-            if a == 0 and b < 0:
-                raise ZeroDivisionError
-            if a < 0 and not float(b).is_integer():
-                raise builder._error(node, f"constant {a!r}**{b!r} is not a real number")
-            if abs(b) * math.log10(max(abs(a), 1e-300)) > 300 and abs(a) > 1:
-                raise builder._error(node, f"constant {a!r}**{b!r} is too large to compute")
-            if isinstance(a, int) and isinstance(b, int) and b >= 0:
-                result = a ** b
-            else:
-                result = float(a) ** float(b)
+            result = _power(a, b, node, builder)
     except ZeroDivisionError:
         raise builder._error(node, "division by zero in a constant expression") from None
     except OverflowError:
-        raise builder._error(node, "constant expression overflows") from None
+        raise builder._error(node, f"constant expression too large (the limit is "
+                             f"{MAX_CONSTANT:g})") from None
     return _checked_constant(result, node, builder)
 
 
+def _power(a, b, node, builder):
+    """a**b, computed only when log10|a**b| is known to be at most log10(MAX_CONSTANT):
+    an exact integer when both are integers and b >= 0, else a float (which may
+    underflow to 0.0, as 2.0**-2000 does)."""
+    if a == 0 and b < 0:
+        raise ZeroDivisionError
+    text = f"({a!r})**{b!r}" if a < 0 else f"{a!r}**{b!r}"
+    if a < 0 and not float(b).is_integer():
+        raise builder._error(node, f"constant {text} is not a real number")
+    if a != 0 and b * math.log10(abs(a)) > math.log10(MAX_CONSTANT):
+        raise builder._error(node, f"constant {text} is too large to compute (the limit "
+                             f"is {MAX_CONSTANT:g})")
+    if isinstance(a, int) and isinstance(b, int) and b >= 0:
+        return a ** b
+    return float(a) ** float(b)
+
+
+# Functions whose SymPy class has no numeric evaluation: their value in float64.
+_FLOAT_VALUES = {
+    "relu": lambda a: max(a, 0.0),
+    "softplus": lambda a: max(a, 0.0) + math.log1p(math.exp(-abs(a))),
+    "sigmoid": lambda a: (1.0 / (1.0 + math.exp(-a)) if a >= 0
+                          else math.exp(a) / (1.0 + math.exp(a))),
+}
+
+
 def _fold_call(name, args, node, builder):
-    """Fold a function of constants through SymPy's arbitrary-precision evaluation."""
+    """Fold a function of constants through SymPy's arbitrary-precision evaluation
+    (or in float64, for functions SymPy cannot evaluate)."""
     prim = CALLABLE["log" if name == "log" else name]
     try:
         value = prim.build(*(_sym(a) for a in args)).doit().evalf(20)
+        if not isinstance(value, sp.Number) and name in _FLOAT_VALUES:
+            return _checked_constant(_FLOAT_VALUES[name](*(float(a) for a in args)), node, builder)
         if not value.is_real:
             raise ValueError
         result = float(value)

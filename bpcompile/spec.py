@@ -7,6 +7,9 @@ Values are read with `yaml.safe_load`; positions come from the node tree of
 import yaml
 
 from .errors import SpecError
+from .limits import MAX_ECHO, MAX_SPEC_BYTES, MAX_YAML_NODES, shorten
+
+echo = shorten      # what a message may quote of a user's value: at most MAX_ECHO characters
 
 
 class Spec:
@@ -15,20 +18,17 @@ class Spec:
     def __init__(self, text, file="<string>"):
         self.text = text
         self.file = file
-        try:
-            self.data = yaml.safe_load(text)
-            self.root = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-            problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-            line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-            raise SpecError(f"invalid YAML: {problem}", file, line, col) from None
+        if not isinstance(text, str):
+            raise SpecError(f"a spec must be text, got {type(text).__name__}", file, 1, 1)
+        if len(text) > MAX_SPEC_BYTES or len(text.encode("utf-8", "replace")) > MAX_SPEC_BYTES:
+            raise SpecError(f"spec too large (more than {MAX_SPEC_BYTES} bytes)", file, 1, 1)
+        self.root, self.data = _load(text, file)
         if not isinstance(self.data, dict):
             kind = "empty" if self.data is None else type(self.data).__name__
             raise SpecError(f"a spec must be a YAML mapping of keys to values, not {kind}", file, 1, 1)
         for key in self.data:
             if not isinstance(key, str):
-                raise self.error(f"keys must be strings, got {key!r}")
+                raise self.error(f"keys must be strings, got {echo(key)}")
 
     # --- positions -------------------------------------------------------------
     def node(self, *path):
@@ -64,7 +64,7 @@ class Spec:
 
     def error(self, message, *path, key=False):
         line, col = self.where(*path, key=key) if path else (1, 1)
-        return SpecError(message, self.file, line, col)
+        return SpecError(_cap(message), self.file, line, col)
 
     def text_position(self, path, line, col):
         """File position of (line, col) inside the string value at `path`."""
@@ -92,7 +92,7 @@ class Spec:
         mapping = self.get(*path) if path else self.data
         for key in mapping:
             if key not in allowed:
-                raise self.error(f"unknown key {key!r}; known keys: {', '.join(sorted(allowed))}",
+                raise self.error(f"unknown key {echo(key)}; known keys: {', '.join(sorted(allowed))}",
                                  *path, key, key=True)
 
     def get(self, *path, default=None):
@@ -109,7 +109,7 @@ class Spec:
     def string(self, *path, default=None):
         value = self.get(*path, default=default)
         if value is not None and not isinstance(value, str):
-            raise self.error(f"{path[-1]} must be a string, got {value!r}", *path)
+            raise self.error(f"{path[-1]} must be a string, got {echo(value)}", *path)
         return value
 
     def string_list(self, *path):
@@ -119,5 +119,68 @@ class Spec:
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise self.error(f"{path[-1]} must be a list of names, got {value!r}", *path)
+            raise self.error(f"{path[-1]} must be a list of names, got {echo(value)}", *path)
         return value
+
+
+def _cap(message, limit=10 * MAX_ECHO):
+    """One line of bounded length, whatever a caller put into it."""
+    message = " ".join(str(message).split("\n"))
+    return message if len(message) <= limit else message[:limit - 3] + "..."
+
+
+def _load(text, file):
+    """(root node, data) of one YAML document, refusing what would take unbounded
+    time or memory: alias expansion beyond MAX_YAML_NODES, recursive aliases,
+    nesting deeper than the parser's stack, integers too long to convert."""
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None, None
+        _check_expansion(root, file)
+        return root, loader.construct_document(root)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        raise SpecError(_cap(f"invalid YAML: {problem}"), file, line, col) from None
+    except RecursionError:
+        raise SpecError("invalid YAML: nested too deeply", file, 1, 1) from None
+    except (ValueError, OverflowError) as err:    # an integer of more than 4300 digits
+        message = "a number with too many digits" if "digits" in str(err) else str(err)
+        raise SpecError(_cap(f"invalid YAML value: {message}"), file, 1, 1) from None
+    finally:
+        loader.dispose()
+
+
+def _check_expansion(root, file):
+    """Count the values the document holds once its aliases are expanded (a node
+    reached twice counts twice), without expanding anything."""
+    size, unique, state = {}, 0, {}
+    stack = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children = node.value if isinstance(node, yaml.SequenceNode) else (
+            [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
+        if done:
+            size[key] = 1 + sum(size[id(c)] for c in children)
+            state[key] = "done"
+            if size[key] > MAX_YAML_NODES:
+                where = node.start_mark
+                raise SpecError(f"the YAML document holds more than {MAX_YAML_NODES} values once its "
+                                "aliases are expanded",
+                                file, where.line + 1, where.column + 1)
+            continue
+        if state.get(key) == "done":
+            continue
+        if state.get(key) == "open":
+            where = node.start_mark
+            raise SpecError("a YAML alias refers to the value that contains it",
+                            file, where.line + 1, where.column + 1)
+        state[key] = "open"
+        unique += 1
+        stack.append((node, True))
+        stack.extend((c, False) for c in children if state.get(id(c)) != "done")
+    return unique

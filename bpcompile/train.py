@@ -150,7 +150,41 @@ def _check_data(data) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         raise ValueError(f"x_test has {len(x_test)} examples but y_test has {len(y_test)}")
     if len(x_train) == 0:
         raise ValueError("the training set is empty")
+    if len(x_test) == 0:
+        raise ValueError("the test set is empty")
     return x_train, y_train, x_test, y_test
+
+
+def check_examples(module, x, y, which, params=None):
+    """Raise ValueError unless (x, y) can be fed to `module`: finite inputs and
+    targets, class ids in range for softmax cross-entropy, and a first example
+    the module's own shape and dtype checks accept.  Run on the training and the
+    test set before the first step, so that bad data fails at once."""
+    x, y = np.asarray(x), np.asarray(y)
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        raise ValueError(f"the {which} set's inputs are not all finite numbers")
+    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
+        raise ValueError(f"the {which} set's targets are not all finite numbers")
+    if y.dtype.kind not in "biuf":
+        raise ValueError(f"the {which} set's targets are not numbers (dtype {y.dtype})")
+    outputs = getattr(module, "OUTPUTS", None)
+    if getattr(module, "LOSS", None) == "softmax_cross_entropy" and y.ndim == 1 and outputs:
+        if y.size and (np.any(y != np.floor(y)) or y.min() < 0 or y.max() >= outputs):
+            bad = y[(y != np.floor(y)) | (y < 0) | (y >= outputs)][0]
+            raise ValueError(f"the {which} set has the label {bad!r}; labels must be class "
+                             f"ids 0 to {outputs - 1}")
+    if params is not None and len(x):
+        try:
+            module.forward(params, x[:1], y[:1])
+        except (ValueError, TypeError, IndexError) as err:
+            raise ValueError(f"the {which} set does not fit the module: {err}") from None
+
+
+def _check_rate(lr):
+    if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)) or not (
+            0 < float(lr) < float("inf")):
+        raise ValueError(f"lr must be a finite positive number, got {lr!r}")
+    return float(lr)
 
 
 def train(
@@ -182,6 +216,7 @@ def train(
     Returns ``(params, history)``.
     """
     x_train, y_train, x_test, y_test = _check_data(data)
+    lr = _check_rate(lr)
     epochs = int(epochs)
     batch_size = int(batch_size)
     if epochs < 0:
@@ -194,6 +229,8 @@ def train(
         params = module.init_params(seed)
     else:
         params = {k: np.array(v, copy=True) for k, v in params.items()}
+    check_examples(module, x_train, y_train, "training", params)
+    check_examples(module, x_test, y_test, "test", params)
 
     n = len(x_train)
     n_batches = (n + batch_size - 1) // batch_size
@@ -207,6 +244,9 @@ def train(
         for b in range(n_batches):
             idx = order[b * batch_size:(b + 1) * batch_size]
             loss = module.sgd_step(params, x_train[idx], y_train[idx], lr)
+            if not np.isfinite(loss):
+                raise ValueError(f"the loss became {float(loss)} in epoch {epoch}, batch {b + 1}: "
+                                 "training diverged (try a smaller lr)")
             running += float(loss) * len(idx)
             seen += len(idx)
             if bar is not None:
@@ -237,14 +277,21 @@ def train(
 # parameter files
 
 from .output import atomic_write as _atomic_write  # noqa: E402  (one atomic writer for the package)
+from .output import NPZ_MARKER as _NPZ_MARKER, PNG_MARKER as _PNG_MARKER  # noqa: E402
 
 
 def save_params(path, params: Dict[str, np.ndarray]) -> None:
-    """Write ``params`` (name -> array, e.g. ``"linear1.W"``) to ``path`` as an .npz.
+    """Write ``params`` to ``path`` as an .npz (see :func:`params_npz`), atomically."""
+    data = params_npz(params)
+    _atomic_write(path, lambda fh: fh.write(data))
 
-    The file is written to a temporary file in the same directory and renamed
-    into place, so ``path`` is never left half-written. Raises ValueError for
-    non-string names or non-numeric arrays (nothing is written then).
+
+def params_npz(params: Dict[str, np.ndarray]) -> bytes:
+    """The .npz file of ``params`` (name -> array, e.g. ``"linear1.W"``).
+
+    :func:`save_params` writes it to a temporary file in the same directory and
+    renames it into place, so ``path`` is never left half-written. Raises
+    ValueError for non-string names or non-numeric arrays (nothing is written then).
     """
     arrays = {}
     for name, value in params.items():
@@ -254,7 +301,18 @@ def save_params(path, params: Dict[str, np.ndarray]) -> None:
         if a.dtype.kind not in "biufc":
             raise ValueError(f"parameter {name!r} has non-numeric dtype {a.dtype}")
         arrays[name] = a
-    _atomic_write(path, lambda fh: np.savez(fh, **arrays))
+    return _npz_bytes(arrays)
+
+
+def _npz_bytes(arrays) -> bytes:
+    """The .npz archive of `arrays`, with bpcompile's marker as the zip comment (so that
+    a later --save may replace it without --force; np.load ignores the comment)."""
+    import io
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    with zipfile.ZipFile(buffer, "a") as archive:
+        archive.comment = _NPZ_MARKER
+    return buffer.getvalue()
 
 
 def load_params(path, module=None) -> Dict[str, np.ndarray]:
@@ -392,11 +450,11 @@ class _Canvas:
     def text_width(s: str, scale: int = 1) -> int:
         return max(len(s) * 6 - 1, 0) * scale
 
-    def png(self) -> bytes:
-        return _encode_png(self.px)
+    def png(self, marker: bool = False) -> bytes:
+        return _encode_png(self.px, marker)
 
 
-def _encode_png(rgb: np.ndarray) -> bytes:
+def _encode_png(rgb: np.ndarray, marker: bool = False) -> bytes:
     """Encode an (H, W, 3) uint8 array as a PNG (8-bit RGB, filter 0, zlib)."""
     h, w, _ = rgb.shape
     raw = np.zeros((h, 1 + 3 * w), dtype=np.uint8)
@@ -407,7 +465,8 @@ def _encode_png(rgb: np.ndarray) -> bytes:
                 + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
 
     ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+    software = chunk(_PNG_MARKER[:4], _PNG_MARKER[4:]) if marker else b""   # tEXt Software=bpcompile
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + software
             + chunk(b"IDAT", zlib.compress(raw.tobytes(), 9)) + chunk(b"IEND", b""))
 
 
@@ -514,11 +573,20 @@ def _panel(canvas: _Canvas, box, title: str, epochs: Sequence[int], series, y_ra
 
 
 def plot_curves(path, history: Sequence[dict], width: int = 720, height: int = 300) -> None:
-    """Write a PNG with two charts: loss per epoch and accuracy (%) per epoch.
+    """Write the PNG of :func:`curves_png` to ``path``, atomically."""
+    data = curves_png(history, width, height, marker=False)
+    _atomic_write(path, lambda fh: fh.write(data))
+
+
+def curves_png(history: Sequence[dict], width: int = 720, height: int = 300,
+               marker: bool = True) -> bytes:
+    """A PNG with two charts: loss per epoch and accuracy (%) per epoch.
 
     Train curves are blue, test curves orange (legend at the top). ``history``
-    is the list returned by :func:`train`. The image is drawn with numpy,
-    encoded with zlib + struct, and written atomically.
+    is the list returned by :func:`train`. The image is drawn with numpy and
+    encoded with zlib + struct.  With marker=True it carries a text chunk
+    Software=bpcompile after IHDR, by which `bpcompile train --plot` knows that
+    it may replace the file.
     """
     width = max(int(width), 320)
     height = max(int(height), 160)
@@ -548,5 +616,4 @@ def plot_curves(path, history: Sequence[dict], width: int = 720, height: int = 3
         canvas.text(x + 14, 6, label)
         x += 10 + 4 + canvas.text_width(label) + 16
 
-    data = canvas.png()
-    _atomic_write(path, lambda fh: fh.write(data))
+    return canvas.png(marker)
