@@ -21,18 +21,34 @@ from .printer import to_numpy
 from .tensor_ops import TENSOR_OPS
 
 
-@dataclass
+@dataclass(frozen=True)
 class Statement:
-    target: str
-    code: str
+    """One assignment of the schedule, as data: what it assigns, what it reads, the
+    rule that made it, and the forms it can take.  Passes (memory planning, the
+    one-example renderer, the scan) read these fields, never the code text."""
+
+    targets: tuple              # names assigned, in order; None where a result is unused
+    code: str                   # the right-hand side in its plain form
+    reads: frozenset = frozenset()   # the names the plain form reads
     comment: str = ""
-    # what the statement computes, for renderers other than the plain one (rowstep):
     node: object = None         # the graph node it belongs to
     operand: object = None      # backward: the operand whose adjoint it adds to
-    term: object = None         # backward, elementwise: the SymPy adjoint contribution
+    term: object = None         # the SymPy expression it computes (elementwise statements)
     accumulate: bool = False    # backward: adds to an adjoint that already exists
+    alias: str = None           # the right-hand side is this name itself (shared memory)
     lines: tuple = ()           # forward: the statements to print when `target = code` is not
                                 # the fastest form (code stays the formula, for comments)
+    overwrite: str = ""         # forward: a form that may overwrite operand 0's buffer
+    consume: tuple = ()         # backward: (form that may overwrite the node's aux values,
+                                # with `{consume}` for the flag saying whether it may)
+
+    @property
+    def target(self):
+        """The assigned names as printed: `J, p`."""
+        return ", ".join(t or "_" for t in self.targets)
+
+    def text(self, code=None):
+        return f"{self.target} = {self.code if code is None else code}"
 
 
 @dataclass
@@ -57,6 +73,10 @@ def forward_expr(node):
     return PRIMITIVES[node.op].build(*map(_operand_expr, node.operands))
 
 
+def _names(expr):
+    return frozenset(s.name for s in expr.free_symbols)
+
+
 class _Elementwise:
     """Rules of the elementwise table: SymPy partials times the adjoint."""
 
@@ -67,10 +87,12 @@ class _Elementwise:
         expr = forward_expr(node)
         if node.op != "identity":
             self.stored.setdefault(expr.doit(), symbol(node.name))
-        return to_numpy(expr)
+        alias = node.operands[0] if node.op == "identity" and isinstance(node.operands[0], str) else None
+        return Statement((node.name,), to_numpy(expr), frozenset(node.node_operands()),
+                         node=node, term=expr, alias=alias)
 
     def adjoints(self, node, g, active):
-        """{operand: (code, names read)} for the active operands of `node`."""
+        """[(operand, code, names read, term, alias)] for the active operands of `node`."""
         args = [_operand_expr(o) for o in node.operands]
         partials = PRIMITIVES[node.op].local_partials(symbol(node.name), args)
         per_operand = {}
@@ -78,12 +100,13 @@ class _Elementwise:
         for operand, partial in zip(node.operands, partials):
             if isinstance(operand, str) and operand in active:
                 per_operand[operand] = per_operand.get(operand, 0) + partial
-        result = {}
+        result = []
         for operand, partial in per_operand.items():
             # partials come from the rule table: SymPy expressions or small integers
             partial = sp.Integer(partial) if isinstance(partial, int) else partial
             term = symbol(g) * partial.xreplace(self.stored)
-            result[operand] = (to_numpy(term), {s.name for s in term.free_symbols}, term)
+            result.append((operand, to_numpy(term), _names(term), term,
+                           term.name if term.is_Symbol else None))
         return result
 
 
@@ -91,37 +114,58 @@ class _Tensor:
     """Rules of the tensor table: formula templates."""
 
     def forward(self, node):
-        return _fill(tensor_op(node).forward, node, None)
+        op = tensor_op(node)
+        aux = tuple(node.attrs.get("aux", {}).values())
+        return Statement((node.name, *aux), _fill(op.forward, node, None),
+                         frozenset(node.node_operands()), node=node,
+                         lines=tuple(_fill(line, node, None) for line in op.forward_lines),
+                         overwrite=_fill(op.forward_reuse, node, None) if op.forward_reuse else "")
 
     def adjoints(self, node, g, active):
+        """[(operand, code, names read, None, alias, consuming form)] for the active operands;
+        a joint rule gives one entry whose operand is a tuple (None where not wanted)."""
         op = tensor_op(node)
         if op.joint:
-            return self._joint(op, node, g, active)
-        result = {}
+            return [self._joint(op, node, g, active)]
+        found = {}
         for i, (operand, formula) in enumerate(zip(node.operands, op.vjps)):
             if formula is None or not isinstance(operand, str) or operand not in active:
                 continue
             code = _fill(formula, node, g)
-            reads = {_field_name(f, node, g) for f in op.fields(formula)}
-            if operand in result:   # the same operand twice: add the contributions
-                code = f"{result[operand][0]} + {code}"
-                reads |= result[operand][1]
-            result[operand] = (code, reads, None)
-        return result
-
+            reads = frozenset(_field_name(f, node, g) for f in op.fields(formula))
+            consuming = op.consuming_vjps[i] if op.consuming_vjps else None
+            consume = ()
+            if consuming:
+                consume = (_fill(consuming, node, g, {"consume": "{consume}"}),)
+            if operand in found:   # the same operand twice: add the contributions
+                code0, reads0, _ = found[operand]
+                found[operand] = (f"{code0} + {code}", reads0 | reads, ())
+            else:
+                found[operand] = (code, reads, consume)
+        return [(operand, code, reads, None, code if formula_is_name(code, reads) else None, consume)
+                for operand, (code, reads, consume) in found.items()]
 
     def _joint(self, op, node, g, active):
-        """One statement computes every operand's adjoint: {tuple of operands: (code, reads)}."""
+        """One statement computes every operand's adjoint."""
         wanted = tuple(isinstance(o, str) and o in active for o in node.operands)
         flags = {f"need{i}": str(w) for i, w in enumerate(wanted)}
         code = _fill(op.joint, node, g, flags)
-        reads = {_field_name(f, node, g) for f in op.fields(op.joint) if not f.startswith("need")}
-        return {tuple(o if w else None for o, w in zip(node.operands, wanted)): (code, reads, None)}
+        reads = frozenset(_field_name(f, node, g) for f in op.fields(op.joint) if not f.startswith("need"))
+        return (tuple(o if w else None for o, w in zip(node.operands, wanted)), code, reads, None, None, ())
+
+
+def formula_is_name(code, reads):
+    """Whether a filled formula is just one of the names it reads (`{g}`)."""
+    return code in reads
 
 
 def tensor_op(node):
     """The node's rule: its own (a compiled recurrent layer) or the table's."""
     return node.attrs.get("rule") or TENSOR_OPS[node.op]
+
+
+def is_tensor(node):
+    return node.op in TENSOR_OPS or "rule" in node.attrs
 
 
 def _field_name(field, node, g):
@@ -136,8 +180,13 @@ def _fill(formula, node, g, extra=None):
     return formula.format(*node.operands, **values)
 
 
+def fill(formula, node, g=None):
+    """A tensor op's formula with the node's operands, value, aux values and `{g}` filled in."""
+    return _fill(formula, node, g)
+
+
 def targets(node):
-    """The names a node's forward statement assigns: its own, then its aux values."""
+    """The names a node's forward statement assigns, as printed: its own, then its aux values."""
     return ", ".join([node.name, *node.attrs.get("aux", {}).values()])
 
 
@@ -155,12 +204,9 @@ def schedule(graph, seeds=None, names=None):
     needed = set().union(*(graph.ancestors(o) for o in outputs))
     computed = [n for n in graph if n.op != "input" and n.name in needed]
     elementwise, tensor = _Elementwise({}), _Tensor()
-    rules = {n.name: (tensor if n.op in TENSOR_OPS or "rule" in n.attrs else elementwise)
-             for n in computed}
+    rules = {n.name: (tensor if is_tensor(n) else elementwise) for n in computed}
     for node in computed:
-        op = tensor_op(node) if rules[node.name] is tensor else None
-        lines = tuple(_fill(line, node, None) for line in op.forward_lines) if op is not None else ()
-        result.forward.append(Statement(targets(node), rules[node.name].forward(node), node=node, lines=lines))
+        result.forward.append(rules[node.name].forward(node))
 
     active = needed & graph.descendants(graph.wrt)
     namer = names if names is not None else getattr(graph, "names", None)
@@ -173,7 +219,7 @@ def schedule(graph, seeds=None, names=None):
             adjoint[name] = namer.claim(variable)
     else:
         result.seed = adjoint[out] = namer.adjoint(out, out)
-    forward_text = {n.name: s.code for n, s in zip(computed, result.forward)}
+    forward_text = {s.node.name: s.code for s in result.forward}
     reads = set()
     parts = {}                                    # operand -> [(start, adjoint)] of its column parts
     for node in reversed(computed):
@@ -191,19 +237,20 @@ def schedule(graph, seeds=None, names=None):
             reads.add(g)
             continue
         where = f"({targets(node)} = {forward_text[node.name]})"
-        for operand, (code, used, term) in rules[node.name].adjoints(node, g, active).items():
+        for operand, code, used, term, alias, *consume in rules[node.name].adjoints(node, g, active):
             reads |= used
             if isinstance(operand, tuple):
-                result.backward.extend(_joint_statements(operand, code, node, adjoint, namer, out, where))
+                result.backward.extend(_joint_statements(operand, code, used, node, adjoint, namer, out, where))
                 continue
             step = f"d{out}/d{operand} += d{out}/d{node.name} * d{node.name}/d{operand}   {where}"
             accumulate = operand in adjoint
             if accumulate:
                 name = adjoint[operand]
-                code = f"{name} + {_parenthesize(code)}"
+                code, used, alias, consume = f"{name} + {_parenthesize(code)}", used | {name}, None, [()]
             else:
                 name = adjoint[operand] = namer.adjoint(out, operand)
-            result.backward.append(Statement(name, code, step, node, operand, term, accumulate))
+            result.backward.append(Statement((name,), code, frozenset(used), step, node, operand, term,
+                                             accumulate, alias, consume=consume[0] if consume else ()))
 
     result.grads = [(name, adjoint.get(name)) for name in graph.wrt]
     result.adjoints = adjoint
@@ -213,22 +260,7 @@ def schedule(graph, seeds=None, names=None):
             for name in [node.name, *node.attrs.get("aux", {}).values()]:
                 forward_names[name] = True
     result.cache = [n for n in forward_names if n in reads]
-    _reuse_dead_operands(graph, computed, rules, tensor, result, outputs)
     return result
-
-
-def _reuse_dead_operands(graph, computed, rules, tensor, result, outputs):
-    """Ops with a `forward_reuse` form overwrite operand 0 when nothing else reads
-    it: no other node, no adjoint formula (the cache), no seeded output."""
-    users = graph.consumers()
-    for k, node in enumerate(computed):
-        op = tensor_op(node) if rules[node.name] is tensor else None
-        if op is None or not op.forward_reuse or not node.operands:
-            continue
-        src = node.operands[0]
-        if (isinstance(src, str) and graph[src].op != "input" and users[src] == [node.name]
-                and src not in result.cache and src not in outputs):
-            result.forward[k] = Statement(targets(node), _fill(op.forward_reuse, node, None), node=node)
 
 
 def _assemble_parts(name, pieces, adjoint, namer, out):
@@ -242,28 +274,31 @@ def _assemble_parts(name, pieces, adjoint, namer, out):
     else:
         code = "_place([" + ", ".join(f"({a}, {g})" for a, _, _, g in pieces) + f"], {width})"
     step = f"d{out}/d{name} = [the adjoints of its column parts, side by side]"
+    reads = frozenset(g for *_, g in pieces)
     if name in adjoint:
-        return Statement(adjoint[name], f"{adjoint[name]} + {code}", step)
+        return Statement((adjoint[name],), f"{adjoint[name]} + {code}", reads | {adjoint[name]}, step,
+                         accumulate=True)
     adjoint[name] = namer.adjoint(out, name)
-    return Statement(adjoint[name], code, step)
+    return Statement((adjoint[name],), code, reads, step)
 
 
-def _joint_statements(operands, code, node, adjoint, namer, out, where):
+def _joint_statements(operands, code, reads, node, adjoint, namer, out, where):
     """`dJ_da, dJ_db = kernel(...)`, then additions for adjoints that already existed."""
     names, later = [], []
     for operand in operands:
         if operand is None:
-            names.append("_")
+            names.append(None)
         elif operand in adjoint:
             part = namer.fresh(f"d{out}_d{operand}_part")
             names.append(part)
-            later.append(Statement(adjoint[operand], f"{adjoint[operand]} + {part}", f"accumulate {where}"))
+            later.append(Statement((adjoint[operand],), f"{adjoint[operand]} + {part}",
+                                   frozenset({adjoint[operand], part}), f"accumulate {where}",
+                                   node, operand, accumulate=True))
         else:
             adjoint[operand] = namer.adjoint(out, operand)
             names.append(adjoint[operand])
-    call = where.split(" = ", 1)[-1].split("(", 1)[0]
-    step = f"the operands' adjoints from d{out}/d{node.name}, through {call}"
-    return [Statement(", ".join(names), code, step)] + later
+    step = f"the operands' adjoints from d{out}/d{node.name}, through {node.op}'s backward"
+    return [Statement(tuple(names), code, reads, step, node)] + later
 
 
 def _parenthesize(code):

@@ -5,8 +5,6 @@ Python decides what the statements are; the templates only lay them out.
 
 import ast
 import hashlib
-import re
-from dataclasses import replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -51,12 +49,13 @@ def source_label(path):
     if path is None or str(path).startswith("<"):
         return "<string>"
     name = Path(str(path)).name
-    return re.sub(r"[^A-Za-z0-9._+-]", "?", name) or "<string>"
+    return "".join(ch if ch.isascii() and (ch.isalnum() or ch in "._+-") else "?"
+                   for ch in name) or "<string>"
 
 
 def aligned(statements, indent=4):
     """`target = code` lines with their comments lined up."""
-    lines = [f"{s.target} = {s.code}" for s in statements]
+    lines = [s.text() for s in statements]
     width = max([len(line) for line in lines if len(line) <= COMMENT_COLUMN] + [0])
     out = []
     for line, s in zip(lines, statements):
@@ -146,28 +145,29 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
     params = compiler.params
     param_of = {p.var: p for p in params}
 
-    def used_params(lines):
-        code = "\n".join(line.split("  # ")[0] for line in lines)
-        words = set(re.findall(r"\b\w+\b", code))
-        return [p for p in params if p.var in words]
+    def used_params(statements, extra=()):
+        read = set(extra).union(*(s.reads for s in statements))
+        return [p for p in params if p.var in read]
 
     logits_needed = graph.ancestors(compiler.logits)
-    predict = [line for s in sched.forward if s.target.split(",")[0] in logits_needed
-               for line in s.lines or [f"{s.target} = {s.code}"]]
+    predict_statements = [s for s in sched.forward if s.targets[0] in logits_needed]
     grads = {g for _, g in sched.grads if g}
-    forward_names = {n for s in sched.forward for n in s.target.split(", ")}
-    # backward() must leave the cache as it found it; sgd_step has no cache to keep
-    consuming = _consuming(sched.backward, graph, sched, "consume")
-    consume = [s.code for s in consuming] != [s.code for s in sched.backward]
-    _, consuming = reuse.rewrite(sched.forward, consuming, graph, sched.adjoints, grads | forward_names)
+    forward_names = {n for s in sched.forward for n in s.targets}
+    # backward() must leave the cache as it found it, unless its caller says it may
+    # consume it (the flag `consume`); sgd_step has no cache to keep
+    forward_count = len(sched.forward)
+    consuming = reuse.plan(sched.forward + sched.backward, graph, sched.adjoints,
+                           grads | forward_names, consume="consume")[forward_count:]
+    consume = consuming != sched.backward
     backward_body = ["# backward (reverse topological order)",
                      f"{sched.seed} = 1.0"] + aligned(consuming)
     sparse = _sparse_updates(graph, sched)
-    update_reads = {w for code in sparse.values() for w in re.findall(r"\b\w+\b", code.split("  #")[0])}
-    reused_forward, sgd_statements = reuse.rewrite(
-        sched.forward, _consuming([s for s in sched.backward if s.target not in sparse], graph, sched, "True"),
-        graph, sched.adjoints, grads | {sched.output} | update_reads)
-    forward = [line for s in reused_forward for line in s.lines or [f"{s.target} = {s.code}"]]
+    update_reads = set().union(*(reads for _, reads in sparse.values()))
+    planned = reuse.plan(sched.forward + [s for s in sched.backward if s.targets[0] not in sparse],
+                         graph, sched.adjoints, grads | {sched.output} | update_reads, consume="True")
+    reused_forward, sgd_statements = planned[:forward_count], planned[forward_count:]
+    forward = _lines(reused_forward)
+    predict = _lines(predict_statements)
     sgd_backward = aligned(sgd_statements)
     from .autodiff import tensor_op
     helpers = [h for node in graph if node.op in TENSOR_OPS or "rule" in node.attrs
@@ -220,14 +220,14 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
         params=[_param_view(p) for p in params],
         param_var={p.key: p.var for p in params},
         forward=forward,
-        forward_params=used_params(forward),
+        forward_params=used_params(sched.forward),
         cache=cache,
         backward_body=backward_body,
         consume=consume,
         sgd_backward=sgd_backward,
         seed=sched.seed,
-        sparse_updates=sparse,
-        backward_params=used_params(backward_body),
+        sparse_updates={g: code for g, (code, _) in sparse.items()},
+        backward_params=used_params(consuming),
         grads=[(param_of[name].key, g) for name, g in sched.grads if name in param_of],
         state_grads=[(key, dict(sched.grads).get(var) or f"np.zeros_like({var})")
                      for key, var, _ in compiler.states],
@@ -240,7 +240,7 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
         seq_args=", mask=None, state=None" if compiler.sequence else "",
         seq_pass=", mask, state" if compiler.sequence else "",
         predict=predict,
-        predict_params=used_params(predict),
+        predict_params=used_params(predict_statements),
         predict_return=predict_return,
         predict_text=predict_text,
         helpers=helpers_for(helpers),
@@ -251,39 +251,26 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
 
 
 def _sparse_updates(graph, sched):
-    """{gradient variable: in-place update} for tables updated row by row in sgd_step."""
-    from .autodiff import _fill, tensor_op
-    from .tensor_ops import TENSOR_OPS
+    """{gradient variable: (in-place update, names it reads)} for tables and weights that
+    sgd_step updates without forming their whole gradient."""
+    from .autodiff import fill, is_tensor, tensor_op
     grads = dict(sched.grads)
     updates = {}
     for node in graph:
-        if node.op not in TENSOR_OPS and "rule" not in node.attrs:
+        if not is_tensor(node):
             continue
         op = tensor_op(node)
         table = node.operands[1] if op.sparse_update and len(node.operands) > 1 else None
         target = grads.get(table)
-        if target and sum(s.target == target for s in sched.backward) == 1:
-            updates[target] = _fill(op.sparse_update, node, sched.adjoints[node.name])
+        if target and sum(s.targets[0] == target for s in sched.backward) == 1:
+            g = sched.adjoints[node.name]
+            updates[target] = (fill(op.sparse_update, node, g), frozenset(node.node_operands()) | {g})
     return updates
 
 
-def _consuming(statements, graph, sched, flag):
-    """The adjoint statements with each op's `consuming_vjps` form in place of its
-    vjp, with `flag` (code) saying whether it may overwrite the forward's aux values."""
-    from .autodiff import _fill, tensor_op
-    from .tensor_ops import TENSOR_OPS
-    swap = {}
-    for node in graph:
-        if node.op not in TENSOR_OPS and "rule" not in node.attrs:
-            continue
-        op = tensor_op(node)
-        g = sched.adjoints.get(node.name)
-        if not op.consuming_vjps or g is None:
-            continue
-        for plain, consuming in zip(op.vjps, op.consuming_vjps):
-            if plain and consuming:
-                swap[_fill(plain, node, g)] = _fill(consuming, node, g, {"consume": flag})
-    return [replace(s, code=swap.get(s.code, s.code)) for s in statements]
+def _lines(statements):
+    """The printed statements: an op's own line list where it has one."""
+    return [line for s in statements for line in s.lines or [s.text()]]
 
 
 def _param_view(p):

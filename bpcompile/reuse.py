@@ -16,7 +16,6 @@ has the statement's shape, and no later statement, cached value or gradient
 reads it.
 """
 
-import re
 from dataclasses import replace
 
 import sympy as sp
@@ -26,49 +25,66 @@ from .primitives import PRIMITIVES, sigmoid
 from .printer import to_numpy
 
 # Ops whose results never share memory with their operands.
-FRESH_TENSOR_OPS = {"linear", "linear_nobias"}
+FRESH_TENSOR_OPS = {"linear", "linear_nobias", "linear_seq", "linear_seq_nobias"}
 # Ops that read an operand without keeping a view or an alias of it.
 SAFE_READERS = FRESH_TENSOR_OPS | {"softmax_cross_entropy", "sigmoid_binary_cross_entropy", "mse",
-                                   "sum_squares"}
+                                   "sum_squares", "softmax_cross_entropy_seq"}
 
 
-def rewrite(forward, backward, graph, adjoints, kept):
-    """(forward, backward) Statement lists where dead temporaries are reused.
+def later_reads(statements, kept=()):
+    """later[k]: the names read after statement k (by a later statement, or kept)."""
+    later, seen = [], set(kept)
+    for s in reversed(statements):
+        later.append(frozenset(seen))
+        seen |= s.reads
+    return later[::-1]
 
-    `adjoints` maps node names to their adjoint variables; `kept` names values
-    read after the statements (the cache, the gradients, the output)."""
+
+def plan(statements, graph, adjoints, kept, consume=None):
+    """The statements with each one's memory decided: an elementwise statement
+    writes into a dead temporary it reads (`out=`), an op with an `overwrite`
+    form overwrites its dead operand 0, and where `consume` is given (the code
+    of a flag), an adjoint may overwrite its node's aux values once nothing
+    later reads them.  `adjoints` maps node names to adjoint variables; `kept`
+    names what is read after the statements (the cache, gradients, output)."""
     node_of = {v: k for k, v in adjoints.items()}
-    shape = {n.name: tuple(n.shape) for n in graph}
+    shape = {n.name: tuple(n.shape) for n in graph if n.shape is not None}
     shape.update({v: shape[k] for k, v in adjoints.items() if k in shape})
-    statements = list(forward) + list(backward)
-    names = set(shape)
-    reads = [_reads(s, names) for s in statements]
     owned, pinned = set(), set()
-    for s, read in zip(statements, reads):
+    for s in statements:
         op = _op(s)
-        if s.code.strip() in names:                     # an alias: both names share memory
-            pinned |= {s.code.strip(), s.target}
+        if s.alias:                                     # both names share memory
+            pinned |= {s.alias, *s.targets}
         elif op not in SAFE_READERS and not _elementwise(op):
-            pinned |= read
-        if "," not in s.target and (_elementwise(op) or op in FRESH_TENSOR_OPS) \
-                and s.code.strip() not in names:
-            owned.add(s.target)
-    later_reads = [set()]                               # later_reads[j]: read by statements after the j-th last
-    for read in reversed(reads[1:]):
-        later_reads.append(later_reads[-1] | read)
-    later_reads.reverse()
+            pinned |= s.reads
+        if len(s.targets) == 1 and not s.alias and (_elementwise(op) or op in FRESH_TENSOR_OPS):
+            owned.add(s.targets[0])
+    inputs = {n.name for n in graph if n.op == "input"}
+    after = later_reads(statements)
     result = []
-    for k, s in enumerate(statements):
-        later = later_reads[k]
-        target_shape = shape.get(s.target if k < len(forward) else node_of.get(s.target))
-        donors = [n for n in sorted(reads[k]) if n in owned and n not in pinned and n not in kept
-                  and n not in later and n != s.target and shape.get(n) == target_shape]
-        code = None
-        if donors and target_shape and _elementwise(_op(s)) and not s.accumulate:
-            expr = s.term if s.term is not None else _forward_expr(s)
-            code = with_out(expr, donors[0]) if expr is not None else None
-        result.append(replace(s, code=code, lines=()) if code else s)
-    return result[:len(forward)], result[len(forward):]
+    for s, later in zip(statements, after):
+        dead = {n for n in s.reads if n in owned and n not in pinned and n not in kept
+                and n not in later and n not in s.targets and n not in inputs}
+        result.append(_decide(s, dead, later, shape, node_of, consume))
+    return result
+
+
+def _decide(s, dead, later, shape, node_of, consume):
+    if s.overwrite:
+        first = s.node.operands[0]
+        return replace(s, code=s.overwrite, lines=()) if first in dead else s
+    if s.consume and consume is not None:
+        aux = set(s.node.attrs.get("aux", {}).values())
+        return replace(s, code=s.consume[0].format(consume=consume)) if not aux & later else s
+    if not _elementwise(_op(s)) or s.accumulate or len(s.targets) != 1:
+        return s
+    target = s.targets[0]
+    target_shape = shape.get(node_of.get(target, target))
+    donors = sorted(n for n in dead if shape.get(n) == target_shape)
+    if not donors or not target_shape or s.term is None:
+        return s
+    code = with_out(s.term, donors[0])
+    return replace(s, code=code, lines=()) if code else s
 
 
 def _op(s):
@@ -77,15 +93,6 @@ def _op(s):
 
 def _elementwise(op):
     return op in PRIMITIVES and op not in ("identity", "select")
-
-
-def _reads(s, names):
-    return {w for w in re.findall(r"\b\w+\b", s.code) if w in names and w != s.target}
-
-
-def _forward_expr(s):
-    from .autodiff import forward_expr
-    return forward_expr(s.node)
 
 
 def with_out(expr, out):
