@@ -18,6 +18,7 @@ from .autodiff import schedule
 from .errors import SpecError
 from .frontend import _Lowering
 from .ir import Graph, Node
+from .limits import MAX_LAYER_DEPTH, MAX_LAYERS, MAX_PARAMETERS
 from .naming import LAYER_LOCALS, SymbolTable
 from .parser import check_identifier, parse_expression, symbol, Assignment
 
@@ -84,6 +85,7 @@ class LayerCompiler:
         self.notes = []              # paragraphs for the module docstring
         self.stacks = []             # groups of parameter keys init_params stores side by side
         self.counts = {}
+        self.parameter_count = 0
 
     def _is_sequence(self):
         from .sequence_layers import SEQUENCE_KINDS
@@ -127,7 +129,10 @@ class LayerCompiler:
         entries = self.spec.get("layers")
         if not isinstance(entries, list) or not entries:
             raise self.spec.error("layers must be a non-empty list", "layers")
+        if len(entries) > MAX_LAYERS:
+            raise self.spec.error(f"too many layers: {len(entries)} (at most {MAX_LAYERS})", "layers")
         parsed = [self._kind_and_options(i, entry) for i, entry in enumerate(entries)]
+        self._check_depth(parsed)
         # A layer's name is the prefix of its parameter keys; default names (`linear2`)
         # skip the names the spec gives, so keys are unique by construction.
         explicit = {}
@@ -148,6 +153,19 @@ class LayerCompiler:
             name = options.pop("name", None)
             yield Layer(i + 1, kind, name if name is not None else self.next_name(Layer(i + 1, kind, "")),
                         options)
+
+    def _check_depth(self, parsed):
+        """Stacked recurrent layers count one each toward the layer limit."""
+        total = 0
+        for i, (kind, options) in enumerate(parsed):
+            depth = options.get("layers", 1)
+            if isinstance(depth, int) and not isinstance(depth, bool) and depth > MAX_LAYER_DEPTH:
+                raise self.spec.error(f"layer {i + 1}: layers is {depth}; at most {MAX_LAYER_DEPTH} "
+                                      "stacked layers", "layers", i)
+            total += depth if isinstance(depth, int) and not isinstance(depth, bool) and depth > 0 else 1
+        if total > MAX_LAYERS:
+            raise self.spec.error(f"too many layers: {total} with stacked layers counted (at most "
+                                  f"{MAX_LAYERS})", "layers")
 
     def _kind_and_options(self, i, entry):
         if isinstance(entry, str):
@@ -199,6 +217,10 @@ class LayerCompiler:
         if any(p.key == key for p in self.params):
             raise self.error(layer, f"the parameter key {key!r} is already used by another layer; "
                              "rename one of the layers")
+        self.parameter_count += math.prod(shape)
+        if self.parameter_count > MAX_PARAMETERS:
+            raise self.error(layer, f"the model has more than {MAX_PARAMETERS:,} parameters "
+                             f"({self.parameter_count:,} so far)")
         var = self.namer.fresh(key.replace(".", "_"))
         self.params.append(Param(key, var, shape, fan_in, fan_out, is_weight))
         node = Node(var, "input", shape=shape, dtype=self.dtype, user=True, attrs={"param": key})
@@ -354,7 +376,11 @@ def _user_activation(compiler, layer, prev):
         raise compiler.error(layer, "the activation does not use x")
     expr = expr.xreplace({symbol("x"): symbol(prev.name)})
     name = compiler.namer.fresh(layer.name)
-    return compiler.lower(name, expr, prev.shape, line=layer.index)
+    node = compiler.lower(name, expr, prev.shape, line=layer.index)
+    if node.op == "identity" and not node.node_operands():
+        raise compiler.error(layer, f"the activation {text.strip()!r} is a constant ({node.operands[0]!r}) "
+                             "once simplified: it does not depend on x")
+    return node
 
 
 def _pair(compiler, layer, key, default=None, minimum=1):

@@ -114,3 +114,36 @@ def test_bad_l2_is_a_located_error(l2):
     with pytest.raises(bpcompile.SpecError, match="l2") as info:
         bpcompile.compiler.compile_spec(bpcompile.compiler.load_spec(text, "s.yaml"))
     assert info.value.line == 5
+
+
+@pytest.mark.parametrize("expr", ["x - x", "0*x", "x/x", "x**0"])
+def test_an_activation_that_folds_to_a_constant_is_a_located_error(expr):
+    """It once compiled to `activation1 = 0`, a scalar where a (B, n) array belongs."""
+    text = f"name: m\ninput: [2]\nlayers:\n  - linear: 2\n  - activation: \"{expr}\"\n  - linear: 2\nloss: mse\n"
+    with pytest.raises(bpcompile.SpecError, match="constant") as info:
+        bpcompile.compiler.compile_spec(bpcompile.compiler.load_spec(text, "s.yaml"))
+    assert info.value.line == 5
+
+
+def test_an_activation_with_a_constant_part_keeps_its_shape():
+    spec = {"name": "m", "dtype": "float64", "input": [3], "loss": "mse",
+            "layers": [{"linear": 2}, {"activation": "x + (x - x) + max(x - x, x) + exp(x - x)"},
+                       {"linear": 2}]}
+    assert_exact(spec)
+
+
+@pytest.mark.parametrize("layers, message", [
+    (["tanh"] * 1001, "too many layers: 1001"),
+    ([{"lstm": {"hidden": 2, "layers": 1000000}}], "at most 32 stacked"),
+    ([{"lstm": {"hidden": 2, "layers": 30}}] * 40, "too many layers: 1200"),
+    ([{"linear": 100000}, {"linear": 100000}], "more than 100,000,000 parameters"),
+])
+def test_model_size_limits_are_located_errors(layers, message):
+    import time
+    import yaml
+    spec = {"name": "m", "input": [4], "layers": layers, "loss": "mse"}
+    text = yaml.safe_dump(spec)
+    start = time.perf_counter()
+    with pytest.raises(bpcompile.SpecError, match=message):
+        bpcompile.compiler.compile_spec(bpcompile.compiler.load_spec(text, "s.yaml"))
+    assert time.perf_counter() - start < 5
