@@ -174,28 +174,16 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
                for h in tensor_op(node).helpers]
     if compiler.stacks:
         helpers.append("_side_by_side")
-    link = compiler.link
-    if link == "softmax":
-        helpers.append("_softmax")
-        predict_return, predict_text = f"_softmax({compiler.logits})", "Class probabilities"
-    elif link == "sigmoid":
-        helpers.append("_sigmoid")
-        predict_return, predict_text = f"_sigmoid({compiler.logits})", "Probabilities"
+    loss = compiler.loss
+    if loss.link_helper:
+        helpers.append(loss.link_helper)
+        predict_return = f"{loss.link_helper}({compiler.logits})"
     else:
-        predict_return, predict_text = compiler.logits, "Outputs"
+        predict_return = compiler.logits
     initial = {var for _, var, _ in compiler.states}
     cache = [n for n in sched.cache if n not in param_of and n not in initial]
     shape_text = ", ".join(map(str, compiler.input_shape))
-    loss_text = {
-        "softmax_cross_entropy": "softmax cross-entropy from the logits (log-sum-exp), mean over the batch; "
-                                 "y holds class ids",
-        "sigmoid_binary_cross_entropy": "binary cross-entropy of sigmoid(logits), computed from the "
-                                        "logits, summed over outputs and averaged over the batch",
-        "mse": "squared error / 2, summed over outputs and averaged over the batch",
-    }[compiler.loss]
-    if compiler.sequence:
-        loss_text = ("softmax cross-entropy from the logits (log-sum-exp) at every position, "
-                     "mean over the unmasked positions; y holds class ids (B, T)")
+    loss_text = loss.sequence_text if compiler.sequence else loss.text
     row = rowstep.render(compiler, sched, graph)
     imports = imports_for(helpers)
     if row is not None:
@@ -242,7 +230,7 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
         predict=predict,
         predict_params=used_params(predict_statements),
         predict_return=predict_return,
-        predict_text=predict_text,
+        predict_text=loss.predict_text,
         helpers=helpers_for(helpers),
         imports=imports,
         row=row,
@@ -289,5 +277,5 @@ def _summary(compiler, graph):
     for layer in compiler.layers:
         node = by_layer.get(layer.index)
         lines.append(f"{layer.name:<13} {layer.kind:<14} {shape(node.shape) if node else ''}")
-    lines.append(f"{'J':<13} {compiler.loss}")
+    lines.append(f"{'J':<13} {compiler.loss.name}")
     return lines

@@ -18,6 +18,7 @@ from .autodiff import schedule
 from .errors import SpecError
 from .frontend import _Lowering
 from .ir import Graph, Node
+from .losses import LOSSES
 from .limits import MAX_LAYER_DEPTH, MAX_LAYERS, MAX_PARAMETERS
 from .naming import LAYER_LOCALS, SymbolTable
 from .parser import check_identifier, parse_expression, symbol, Assignment
@@ -26,12 +27,6 @@ LAYER_SPEC_KEYS = {"name", "dtype", "input", "layers", "loss", "l2", "train", "d
 TRAIN_KEYS = {"epochs", "lr", "batch_size"}
 DTYPES = ("float32", "float64")
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "softplus")
-LOSSES = {
-    # loss -> (link applied by predict, what the targets are)
-    "softmax_cross_entropy": "softmax",
-    "sigmoid_binary_cross_entropy": "sigmoid",
-    "mse": "identity",
-}
 
 
 @dataclass
@@ -238,34 +233,35 @@ class LayerCompiler:
         if not isinstance(loss, str) or loss not in LOSSES:
             raise self.spec.error(f"unknown loss {_short(loss)}; known losses: {', '.join(LOSSES)}",
                                   "loss")
+        loss = LOSSES[loss]
         last = self.layers[-1]
         if self.sequence:
             return self._sequence_loss(loss, logits, last)
         if len(logits.shape) != 2:
-            raise self.spec.error(f"loss {loss}: the last layer ({last.name}) gives shape "
+            raise self.spec.error(f"loss {loss.name}: the last layer ({last.name}) gives shape "
                                   f"{_shape_text(logits.shape)}; a loss needs (B, K)", "loss")
         k = logits.shape[1]
-        if loss != "mse" and last.kind != "linear":
+        if loss.takes_logits and last.kind != "linear":
             raise self.spec.error(
-                f"loss {loss} takes logits, but the last layer is {last.name} ({last.kind}); "
-                f"end with a linear layer (the loss applies its own {LOSSES[loss]})", "loss")
-        if loss == "softmax_cross_entropy" and k < 2:
-            raise self.spec.error("loss softmax_cross_entropy needs at least 2 classes, but the "
+                f"loss {loss.name} takes logits, but the last layer is {last.name} ({last.kind}); "
+                f"end with a linear layer (the loss applies its own {loss.link})", "loss")
+        if k < loss.min_outputs:
+            raise self.spec.error(f"loss {loss.name} needs at least {loss.min_outputs} classes, but the "
                                   f"last layer has {k} output; use sigmoid_binary_cross_entropy", "loss")
-        self.loss, self.link, self.classes = loss, LOSSES[loss], k
+        self.loss, self.classes = loss, k
         self.logits = logits.name
         g = self.graph
-        y_shape = ("B",) if loss == "softmax_cross_entropy" else ("B", k)
-        y_dtype = "int64" if loss == "softmax_cross_entropy" else self.dtype
-        g.add(Node("y", "input", shape=y_shape, dtype=y_dtype, user=True))
-        aux = {"p": self.namer.fresh("p")} if loss == "softmax_cross_entropy" else (
-            {"s": self.namer.fresh("s")} if loss == "sigmoid_binary_cross_entropy" else {})
+        if loss.class_ids:
+            g.add(Node("y", "input", shape=("B",), dtype="int64", user=True))
+        else:
+            g.add(Node("y", "input", shape=("B", k), dtype=self.dtype, user=True))
+        aux = {key: self.namer.fresh(key) for key in loss.aux}
         l2 = self.spec.get("l2", default=0)
         if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not 0 <= l2 < math.inf:
             raise self.spec.error(f"l2 must be a non-negative number (and finite), got {_short(l2)}", "l2")
         weights = [p for p in self.params if p.is_weight]
         data_name = "J" if not (l2 and weights) else self.namer.fresh("data_loss")
-        g.add(Node(data_name, loss, (logits.name, "y"), shape=(), dtype=self.dtype,
+        g.add(Node(data_name, loss.op, (logits.name, "y"), shape=(), dtype=self.dtype,
                    attrs={"aux": aux}))
         if l2 and weights:
             squares = [self.graph.add(Node(self.namer.fresh(f"{p.var}_sq"), "sum_squares", (p.var,),
@@ -280,18 +276,20 @@ class LayerCompiler:
         g.wrt = [p.var for p in self.params]
 
     def _sequence_loss(self, loss, logits, last):
-        if loss != "softmax_cross_entropy":
-            raise self.spec.error("sequence specs support loss softmax_cross_entropy (per position)", "loss")
-        if len(logits.shape) != 3 or last.kind != "linear" or logits.shape[-1] < 2:
-            raise self.spec.error("loss softmax_cross_entropy takes per-step logits: end with a linear "
-                                  "layer of at least 2 outputs", "loss")
+        if loss.sequence_op is None:
+            per_position = ", ".join(n for n, x in LOSSES.items() if x.sequence_op)
+            raise self.spec.error(f"sequence specs support the losses {per_position} (per position)",
+                                  "loss")
+        if len(logits.shape) != 3 or last.kind != "linear" or logits.shape[-1] < loss.min_outputs:
+            raise self.spec.error(f"loss {loss.name} takes per-step logits: end with a linear "
+                                  f"layer of at least {loss.min_outputs} outputs", "loss")
         if self.spec.get("l2"):
             raise self.spec.error("l2 is not supported for sequence specs yet", "l2")
-        self.loss, self.link, self.classes, self.logits = loss, "softmax", logits.shape[-1], logits.name
+        self.loss, self.classes, self.logits = loss, logits.shape[-1], logits.name
         g = self.graph
         g.add(Node("y", "input", shape=("B", "T"), dtype="int64", user=True))
-        aux = {key: self.namer.fresh(key) for key in ("e", "total", "n")}
-        g.add(Node("J", "softmax_cross_entropy_seq", (logits.name, "y", "mask"), shape=(),
+        aux = {key: self.namer.fresh(key) for key in loss.sequence_aux}
+        g.add(Node("J", loss.sequence_op, (logits.name, "y", "mask"), shape=(),
                    dtype=self.dtype, attrs={"aux": aux}))
         g.output = "J"
         g.wrt = [p.var for p in self.params] + [var for _, var, _ in self.states]
