@@ -1,9 +1,11 @@
 """Sequence layers: embedding and recurrent layers (rnn, lstm, user cells).
 
-Each recurrent layer (and each direction of a bidirectional one) becomes one
-graph node whose rule calls the forward/backward functions compiled from its
-cell by `recurrent.ScanCompiler`; the outer scheduler treats it like any
-other tensor primitive.
+Each recurrent layer's cell is compiled once by `recurrent.ScanCompiler` into a
+forward/backward pair of functions over time that take `reverse`; each
+direction of the layer becomes one graph node whose rule calls them, and the
+outer scheduler treats it like any other tensor primitive.  The backward
+returns the gradients by argument name; the node's joint rule unpacks them in
+argument order.
 """
 
 from . import codegen
@@ -66,9 +68,10 @@ def recurrent(compiler, layer, prev):
     current = prev
     for k in range(depth):
         name = layer.name if k == 0 else compiler.next_name(layer)
+        cell, fn = _compile_cell(compiler, layer, name, text, states, output, hidden, current)
         outputs = []
         for direction in (("fwd", "bwd") if bidirectional else (None,)):
-            outputs.append(_scan(compiler, layer, name, direction, text, states, output, hidden, current))
+            outputs.append(_scan(compiler, layer, name, direction, cell, fn, current))
         if len(outputs) == 2:
             width = 2 * hidden
             current = compiler.graph.add(Node(
@@ -97,6 +100,9 @@ def _cell_text(compiler, layer):
         states = [states]
     if not isinstance(states, list) or not states or not all(isinstance(s, str) for s in states):
         raise compiler.error(layer, f"state must be a list of names, got {states!r}", "state")
+    for k, s in enumerate(states):
+        if s in states[:k]:
+            raise compiler.error(layer, f"state {s!r} is listed twice", "state")
     from .parser import check_identifier
     for s in states:
         try:
@@ -107,11 +113,13 @@ def _cell_text(compiler, layer):
     return text, states, output
 
 
-def _scan(compiler, layer, name, direction, text, states, output, hidden, prev):
-    prefix = name if direction is None else f"{name}.{direction}"
-    var_prefix = prefix.replace(".", "_")
+def _compile_cell(compiler, layer, name, text, states, output, hidden, prev):
+    """The cell's scan functions, rendered once for the layer (both directions use them);
+    a cell error is placed at its equation in the spec file."""
     try:
         cell = parse_cell(text, states, hidden, prev.shape[-1], output)
+        fn = compiler.namer.fresh(f"{name.replace('.', '_')}_cell", suffixes=("_forward", "_backward"))
+        scan = ScanCompiler(cell, fn)
     except SpecError as err:
         if layer.kind == "recurrent":
             path = ("layers", layer.index - 1, layer.kind, "equations")
@@ -119,9 +127,16 @@ def _scan(compiler, layer, name, direction, text, states, output, hidden, prev):
             raise SpecError(f"{layer.label()}: {err.message}", located.file, located.line,
                             located.col) from None
         raise
-    fn = compiler.namer.fresh(f"{var_prefix}_cell")
-    scan = ScanCompiler(cell, fn, reverse=direction == "bwd")
     compiler.functions.append(codegen.render("scan.py.j2", **scan.context(compiler.dtype)))
+    return (cell, scan), fn
+
+
+def _scan(compiler, layer, name, direction, compiled, fn, prev):
+    """One direction of one layer: a graph node whose rule calls the layer's scan."""
+    cell, scan = compiled
+    hidden, states = cell.hidden, cell.states
+    prefix = name if direction is None else f"{name}.{direction}"
+    var_prefix = prefix.replace(".", "_")
     g = compiler.graph
     initial = []
     for s in states:
@@ -142,13 +157,18 @@ def _scan(compiler, layer, name, direction, text, states, output, hidden, prev):
     operands = (prev.name, "mask", *initial, *params)
     n = len(operands)
     fields = ", ".join(f"{{{i}}}" for i in range(n))
-    param_fields = ", ".join(f"{{{i}}}" for i in range(2 + len(states), n))
-    rule = TensorOp(fn, f"{fn}_forward({fields})", (None,) * n, aux=("state", "saved"), helpers=("_stacked",),
-                    joint=f"{fn}_backward({{g}}, {{saved}}, {{0}}, {{1}}, {param_fields}, need_dx={{need0}})")
+    param_fields = "".join(f", {{{i}}}" for i in range(2 + len(states), n))
+    reverse = f", {scan.n['reverse']}=True" if direction == "bwd" else ""
+    # the backward returns the gradients by argument name, in the forward's argument order
+    rule = TensorOp(fn, f"{fn}_forward({fields}{reverse})", (None,) * n, aux=("state", "saved"),
+                    helpers=("_stacked",),
+                    joint=f"{fn}_backward({{g}}, {{saved}}, {{0}}, {{1}}{param_fields}, "
+                          f"{scan.n['need_dx']}={{need0}}).values()")
+    aux_base = fn if direction is None else f"{var_prefix}_cell"
     node = g.add(Node(compiler.namer.fresh(var_prefix + "_out" if direction else name), "scan", operands,
                       shape=("B", "T", hidden), dtype=compiler.dtype, line=layer.index,
-                      attrs={"rule": rule, "aux": {"state": compiler.namer.fresh(f"{fn}_state"),
-                                                   "saved": compiler.namer.fresh(f"{fn}_saved")},
+                      attrs={"rule": rule, "aux": {"state": compiler.namer.fresh(f"{aux_base}_state"),
+                                                   "saved": compiler.namer.fresh(f"{aux_base}_saved")},
                              "states": [f"{prefix}.{s}" for s in states]}))
     compiler.final_states.append((node.attrs["aux"]["state"], [f"{prefix}.{s}" for s in states]))
     return node
