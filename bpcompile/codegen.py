@@ -16,12 +16,20 @@ from . import __version__, reuse, rowstep
 COMMENT_COLUMN = 40   # adjoint comments start here when the code is shorter
 
 
+@lru_cache(maxsize=1)
 def templates_dir():
-    """The templates folder: the checkout's top-level one, or the installed copy."""
-    checkout = Path(__file__).resolve().parent.parent / "templates"
-    if checkout.is_dir():
-        return checkout
-    return Path(str(resources.files("bpcompile") / "templates"))
+    """The templates, found through the package: the installed `bpcompile.templates`,
+    or, when bpcompile runs from its source checkout, the checkout's `templates/`
+    (never a loose `templates` folder beside an installed package)."""
+    try:
+        return Path(str(resources.files("bpcompile.templates")))
+    except ModuleNotFoundError:
+        pass
+    checkout = Path(__file__).resolve().parent.parent
+    project = checkout / "pyproject.toml"
+    if project.is_file() and 'name = "bpcompile"' in project.read_text(encoding="utf-8"):
+        return checkout / "templates"
+    raise RuntimeError("bpcompile's templates are missing; reinstall bpcompile")
 
 
 @lru_cache(maxsize=1)
