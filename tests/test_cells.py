@@ -223,3 +223,20 @@ def test_generated_lines_are_short_and_gate_slices_are_named():
     assert "dW_xo = _dWx[" in scan
     # one function per layer: the directions call it with reverse=
     assert "lstm1_fwd_cell_forward" not in source and "reverse=True" in source
+
+
+@pytest.mark.parametrize("equations,state", [
+    ("c = tanh(A @ c_prev + W @ x + B @ h_prev)\nh = tanh(U @ h_prev + c) * c_prev", ("h", "c")),
+    ("i = sigmoid(W @ x + U @ h_prev + b)\nf = sigmoid(V @ x + A @ h_prev + b)\n"
+     "h = i * f * h_prev + (1 - f) * tanh(C @ x + D @ h_prev + b)", ("h",)),
+    ("a = W @ x\nh = tanh(a + U @ h_prev + U @ a)", ("h",)),
+    ("h = tanh(-(W @ x) - U @ h_prev + b - b2)", ("h",)),
+    ("h = max(W @ x, U @ h_prev)", ("h",)),
+    ("h = tanh(W @ x + U @ h_prev)\nc = c_prev + h", ("h", "c")),
+])
+def test_more_cells_both_directions(equations, state):
+    assert_exact(equations, state=state, bidirectional=True)
+
+
+def test_cell_over_token_ids():
+    assert_exact("h = sigmoid(W @ x + U @ h_prev) * tanh(W @ x + U @ h_prev)", vocab=5)
