@@ -5,13 +5,14 @@ Python decides what the statements are; the templates only lay them out.
 
 import ast
 import hashlib
+import textwrap
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 import jinja2
 
-from . import __version__, reuse, rowstep
+from . import __version__, layout, reuse, rowstep
 
 COMMENT_COLUMN = 40   # adjoint comments start here when the code is shorter
 
@@ -52,6 +53,22 @@ def sha256(text):
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+MAX_QUOTED_LINES = 60     # of the spec, in the module docstring
+
+
+def quoted_spec(text):
+    """The spec's lines as they may stand in the module docstring: printable ASCII
+    (anything else becomes `?`), with backslashes and quotes escaped, so that no
+    spec text can end the docstring; a long spec is cut after MAX_QUOTED_LINES."""
+    lines = text.replace("\t", "    ").splitlines()
+    shown = lines[:MAX_QUOTED_LINES]
+    safe = ["".join(ch if " " <= ch <= "~" else "?" for ch in line).rstrip() for line in shown]
+    safe = [line.replace("\\", "\\\\").replace('"', '\\"') for line in safe]
+    if len(lines) > len(shown):
+        safe.append(f"... ({len(lines) - len(shown)} more lines)")
+    return safe
+
+
 def source_label(path):
     """A file name that is safe to print in a comment (no newlines or quotes)."""
     if path is None or str(path).startswith("<"):
@@ -62,12 +79,17 @@ def source_label(path):
 
 
 def aligned(statements, indent=4):
-    """`target = code` lines with their comments lined up."""
+    """`target = code` lines with their comments lined up, each comment on its own
+    line above its statement where the two do not fit in the line width."""
     lines = [s.text() for s in statements]
     width = max([len(line) for line in lines if len(line) <= COMMENT_COLUMN] + [0])
     out = []
     for line, s in zip(lines, statements):
-        out.append(f"{line.ljust(width)}  # {s.comment}" if s.comment else line)
+        padded = f"{line.ljust(width)}  # {s.comment}"
+        if s.comment and indent + len(padded) <= layout.WIDTH:
+            out.append(padded)
+        else:
+            out += layout.statement(line, s.comment, indent)
     return out
 
 
@@ -77,13 +99,19 @@ def render_program(sched, graph, spec_text, source=None):
         "program.py.j2",
         source=source_label(source),
         sha256=sha256(spec_text),
+        spec=quoted_spec(spec_text),
+        about_backward=textwrap.wrap(
+            f"backward(cache, seed) returns "
+            f"{', '.join(f'seed * d{graph.output}/d{n}' for n in graph.wrt)} (a vector-Jacobian "
+            "product). Inputs may be floats or NumPy arrays that broadcast; each gradient has the "
+            "shape of its input. Needs only NumPy.", 78),
         name=graph.name,
         output=graph.output,
         inputs=list(graph.inputs),
         wrt=list(graph.wrt),
         inputs_tuple=repr(tuple(graph.inputs)).replace("'", '"'),
         wrt_tuple=repr(tuple(graph.wrt)).replace("'", '"'),
-        forward=sched.forward,
+        forward=_lines(sched.forward),
         cache=sched.cache,
         seed=sched.seed,
         backward=aligned(sched.backward),
@@ -204,11 +232,12 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
         "layers.py.j2",
         source=source_label(source),
         sha256=sha256(spec_text),
+        spec=quoted_spec(spec_text),
         name=compiler.name,
         dtype=compiler.dtype,
         summary=_summary(compiler, graph),
         loss=compiler.loss,
-        loss_text=loss_text,
+        loss_text=textwrap.wrap(f"Loss: {loss_text}.", 78),
         input_shape=repr(tuple(compiler.input_shape)),
         input_shape_text=shape_text,
         input_ndim=len(compiler.input_shape) + 1,
@@ -222,7 +251,7 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
         consume=consume,
         sgd_backward=sgd_backward,
         seed=sched.seed,
-        sparse_updates={g: code for g, (code, _) in sparse.items()},
+        sparse_updates={g: layout.statement(code) for g, (code, _) in sparse.items()},
         backward_params=used_params(consuming),
         grads=[(param_of[name].key, g) for name, g in sched.grads if name in param_of],
         state_grads=[(key, dict(sched.grads).get(var) or f"np.zeros_like({var})")
@@ -264,9 +293,10 @@ def _sparse_updates(graph, sched):
     return updates
 
 
-def _lines(statements):
+def _lines(statements, indent=4):
     """The printed statements: an op's own line list where it has one."""
-    return [line for s in statements for line in s.lines or [s.text()]]
+    return [out for s in statements for line in s.lines or [s.text()]
+            for out in layout.statement(line, indent=indent)]
 
 
 def _param_view(p):

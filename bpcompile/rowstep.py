@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import re
 
+from . import layout
 from .inplace import ufunc_statements
 from .parser import symbol
 from .primitives import PRIMITIVES
@@ -210,7 +211,7 @@ class _Renderer:
     def emit(self, lines, comment=None):
         body = self.step.body
         if comment and lines:
-            body.append(f"{lines[0]}  # {comment}")
+            body.extend(layout.statement(lines[0], comment))
             body.extend(lines[1:])
         else:
             body.extend(lines)
@@ -272,7 +273,7 @@ class _Renderer:
                     self.adjoints[target] = own
                 else:
                     self.adjoints[target] = g        # a bias: its adjoint is the node's
-                    self.step.body.append(f"# {target} is {g}: {s.comment}")
+                    self.step.body.extend(layout.comment_lines(f"{target} is {g}: {s.comment}"))
                 return
             own = self.vector(own.name, shape)
             lines = (vjp,) if isinstance(vjp, str) else vjp

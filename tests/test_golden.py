@@ -85,3 +85,10 @@ def test_golden_is_python_that_imports_only_numpy_and_stdlib(path):
                if name.startswith(".")
                or name.split(".")[0] not in sys.stdlib_module_names | {"numpy"}]
     assert not foreign, "imports other than numpy and the standard library:\n" + "\n".join(foreign)
+
+
+@pytest.mark.parametrize("golden", sorted(p for p in GOLDEN.glob("*.py") if p.name != "regenerate.py"),
+                         ids=lambda p: p.stem)
+def test_generated_lines_fit_in_100_columns(golden):
+    long = [(i + 1, len(line)) for i, line in enumerate(golden.read_text().splitlines()) if len(line) > 100]
+    assert not long, f"{golden.name}: lines longer than 100 characters (line, length): {long[:10]}"

@@ -89,7 +89,8 @@ def _masked_softmax_cross_entropy(a, y, mask, overwrite=False):
     picked = np.take_along_axis(e, y[..., None], axis=-1)[..., 0]
     np.exp(e, out=e)
     rows = e.reshape(-1, e.shape[-1])
-    total = (rows @ np.ones(rows.shape[1], e.dtype)).reshape(e.shape[:-1])  # row sums; BLAS beats np.sum
+    # row sums; BLAS beats np.sum
+    total = (rows @ np.ones(rows.shape[1], e.dtype)).reshape(e.shape[:-1])
     n = max(mask.sum(), 1)
     return np.sum((np.log(total) - picked) * mask) / n, e, total, n
 
@@ -101,7 +102,8 @@ def _masked_softmax_cross_entropy_grad(e, total, y, scale, overwrite=False):
     subtracted at each target class."""
     grad = np.multiply(e, (scale / total)[..., None], out=e if overwrite else None)
     target = y[..., None]
-    np.put_along_axis(grad, target, np.take_along_axis(grad, target, axis=-1) - scale[..., None], axis=-1)
+    picked = np.take_along_axis(grad, target, axis=-1) - scale[..., None]
+    np.put_along_axis(grad, target, picked, axis=-1)
     return grad
 
 # --- _embedding_grad

@@ -21,7 +21,8 @@ def _stacked(parts):
     new array.  Either way the caller only reads it."""
     base = parts[0].base
     if (base is not None and base.flags.c_contiguous and len(base) == sum(len(p) for p in parts)
-            and all(p.base is base and p.flags.c_contiguous and p.dtype == base.dtype for p in parts)):
+            and all(p.base is base and p.flags.c_contiguous and p.dtype == base.dtype
+                    for p in parts)):
         address = base.__array_interface__["data"][0]
         for p in parts:
             if p.__array_interface__["data"][0] != address:

@@ -29,7 +29,8 @@ def conv_batch_last(x):
 
 
 def conv_out_size(size, k, s, p):
-    """Number of windows of length k at stride s over size + 2p (a last window that does not fit is dropped)."""
+    """Number of windows of length k at stride s over size + 2p (a last window that
+    does not fit is dropped)."""
     return (size + 2 * p - k) // s + 1
 
 
