@@ -5,9 +5,6 @@
 """
 
 import ast
-import importlib.abc
-import importlib.util
-from dataclasses import dataclass
 from pathlib import Path
 
 import sympy as sp
@@ -17,21 +14,10 @@ from .autodiff import schedule
 from .errors import SpecError
 from .frontend import build_graph, check_program, program_from_sympy
 from .parser import check_identifier, parse_expression, parse_program, Assignment
+from .result import Compiled, load_module  # noqa: F401  (load_module is part of the API)
 from .spec import Spec
 
 PROGRAM_KEYS = {"name", "inputs", "program", "expr", "output", "wrt", "check_at", "description"}
-
-
-@dataclass
-class Compiled:
-    """What compiling produced: the graph, the statements and the module text."""
-
-    name: str
-    graph: object
-    schedule: object
-    source: str
-    spec: object = None
-    source_path: str = None
 
 
 def load_spec(text, file="<string>"):
@@ -41,9 +27,22 @@ def load_spec(text, file="<string>"):
 def compile_spec(spec):
     """A loaded Spec -> Compiled."""
     if "layers" in spec.data:
-        from .layers import compile_layers   # the tensor front end
         return compile_layers(spec)
     return _compile_program_spec(spec)
+
+
+def compile_layers(spec, dtype=None):
+    """A layer spec -> Compiled (at `dtype` instead of the spec's, if given)."""
+    from .layers import LayerCompiler   # the tensor front end
+    model = LayerCompiler(spec, reserved=codegen.module_globals(), dtype=dtype)
+    graph = model.compile()
+    sched = schedule(graph)
+    source = codegen.render_layers(model, sched, graph, spec.text, spec.file)
+    compiled = Compiled(model.name, graph, sched, source, spec, model=model)
+    compiled.layers = model                       # the names the CLI reads today
+    from .layers import check_layer_spec
+    compiled.check = lambda args: check_layer_spec(spec, args)
+    return compiled
 
 
 def compile_file(path):
@@ -173,27 +172,6 @@ class _DictSpec(Spec):
 
 
 # --- loading generated source as a module ------------------------------------------
-
-class _SourceLoader(importlib.abc.SourceLoader):
-    def __init__(self, name, source):
-        self.name, self.source = name, source
-
-    def get_filename(self, fullname):
-        return f"<bpcompile {self.name}>"
-
-    def get_data(self, path):
-        return self.source.encode("utf-8")
-
-
-def load_module(source, name="generated"):
-    """Import generated source as a fresh module object (not put in sys.modules)."""
-    loader = _SourceLoader(name, source)
-    spec = importlib.util.spec_from_loader(f"bpcompile_generated_{name}", loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    module.SOURCE = source
-    return module
-
 
 def compile(obj, inputs=None, wrt=None, output=None, name="model"):
     """Compile an expression, a program, a SymPy expression or a spec mapping

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from . import codegen
 from .autodiff import schedule
 from .errors import SpecError
 from .frontend import _Lowering
@@ -53,7 +52,9 @@ class Param:
 class LayerCompiler:
     """Walks `layers:` once, adding nodes and inferring shapes."""
 
-    def __init__(self, spec):
+    def __init__(self, spec, reserved=(), dtype=None):
+        """`reserved`: the names the generated module defines itself (its helpers);
+        `dtype` overrides the spec's (float64 for finite-difference checks)."""
         self.spec = spec
         spec.check_keys(LAYER_SPEC_KEYS)
         self.name = spec.get("name", default="model")
@@ -64,13 +65,14 @@ class LayerCompiler:
         self.dtype = spec.get("dtype", default="float32")
         if self.dtype not in DTYPES:
             raise spec.error(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}", "dtype")
+        self.dtype = dtype or self.dtype
         self.vocab = None
         self.sequence = self._is_sequence()
         self.input_shape = self._input_shape()
         self.graph = Graph(self.name)
         # x, y, mask and J are the template's own names (LAYER_LOCALS): graph nodes that
         # no minted name can equal
-        self.namer = SymbolTable(reserved=LAYER_LOCALS | codegen.module_globals())
+        self.namer = SymbolTable(reserved=LAYER_LOCALS | set(reserved))
         self.graph.names = self.namer
         self.params = []
         self.layers = []
@@ -479,28 +481,12 @@ LAYER_KINDS = {
 }
 
 
-def compile_layers(spec):
-    from .compiler import Compiled
-    compiler = LayerCompiler(spec)
-    graph = compiler.compile()
-    sched = schedule(graph)
-    source = codegen.render_layers(compiler, sched, graph, spec.text, spec.file)
-    compiled = Compiled(compiler.name, graph, sched, source, spec)
-    compiled.layers = compiler
-    compiled.check = lambda args: check_layer_spec(spec, args)
-    return compiled
-
-
 def float64_module(spec):
     """The spec's module compiled at float64, for finite-difference checks."""
-    from .compiler import load_module
-    data = dict(spec.data, dtype="float64")
-    spec64 = type(spec).__new__(type(spec))
-    spec64.__dict__.update(spec.__dict__, data=data)
-    compiler = LayerCompiler(spec64)
-    graph = compiler.compile()
-    source = codegen.render_layers(compiler, schedule(graph), graph, spec.text, spec.file)
-    return load_module(source, compiler.name)
+    from .compiler import compile_layers
+    from .result import load_module
+    compiled = compile_layers(spec, dtype="float64")
+    return load_module(compiled.source, compiled.name)
 
 
 def check_layer_spec(spec, args):
