@@ -43,10 +43,11 @@ def problem(module, vocab, batch=3, steps=5, seed=0, masked=True, with_state=Fal
 
 
 def gradient_errors(module, params, x, y, mask, state):
-    _, grads = module.value_and_grad(params, x, y, mask, state)
+    _, grads, state_grads = module.value_and_grad(params, x, y, mask, state, state_grad=True)
+    assert set(grads) == set(module.PARAMS)
     targets = [(grads[k], params[k]) for k in params]
     if state:
-        targets += [(grads["state"][k], state[k]) for k in state]
+        targets += [(state_grads[k], state[k]) for k in state]
     errors = []
     for analytic, array in targets:
         numeric = np.zeros_like(array)
@@ -148,10 +149,11 @@ def test_truncated_bptt_carries_the_state_but_not_the_gradient():
     for k, v in cache_full["state"].items():
         np.testing.assert_allclose(cache2["state"][k], v, rtol=1e-12)
     # the second chunk's gradient treats the carried state as a constant input
-    _, grads2 = module.value_and_grad(params, x[:, 5:], y[:, 5:], state=cache1["state"])
+    _, grads2, state_grads = module.value_and_grad(params, x[:, 5:], y[:, 5:], state=cache1["state"],
+                                                   state_grad=True)
     _, grads_full = module.value_and_grad(params, x, y)
     assert not np.allclose(grads2["lstm1.W_hi"], grads_full["lstm1.W_hi"])
-    assert set(grads2["state"]) == {"lstm1.h", "lstm1.c"}
+    assert set(state_grads) == {"lstm1.h", "lstm1.c"}
 
 
 def test_predict_and_parameter_names():
@@ -174,7 +176,7 @@ def test_run_time_checks_for_sequences():
     params, x, y, mask, _ = problem(module, True)
     with pytest.raises(ValueError, match="x: token ids must lie in"):
         module.forward(params, x + 10, y)
-    with pytest.raises(ValueError, match=r"mask: expected an array of shape \(3, 5\)"):
+    with pytest.raises(ValueError, match=r"mask: expected an array of 0s and 1s of shape \(3, 5\)"):
         module.forward(params, x, y, mask[:, :2])
     with pytest.raises(ValueError, match=r"y: expected integer class ids of shape \(3, 5\)"):
         module.forward(params, x, y[:, :2])
