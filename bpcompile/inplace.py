@@ -18,25 +18,17 @@ which a ufunc converts faster than a Python float).
 
 import sympy as sp
 
-from .primitives import relu, sigmoid, softplus, step
+from .primitives import BY_HEAD
 
-# SymPy function -> NumPy ufunc of one argument.
-UNARY_UFUNCS = {
-    sp.exp: "np.exp", sp.log: "np.log", sp.sin: "np.sin", sp.cos: "np.cos", sp.tan: "np.tan",
-    sp.tanh: "np.tanh", sp.sinh: "np.sinh", sp.cosh: "np.cosh", sp.atan: "np.arctan",
-    sp.asinh: "np.arcsinh", sp.Abs: "np.abs", sp.sign: "np.sign",
-}
+# SymPy function -> (ufunc, SymPy args -> the ufunc's arguments): the records'
+# `ufunc` forms (primitives.py), not a table of its own.
+UFUNCS = {head: record.ufunc for head, record in BY_HEAD.items() if record.ufunc is not None}
 
-# Relations of an indicator Piecewise, and Max/Min -> ufunc of two arguments.
-BINARY_UFUNCS = {
+# Relations of an indicator Piecewise -> ufunc of two arguments.
+RELATIONS = {
     sp.StrictGreaterThan: "np.greater", sp.GreaterThan: "np.greater_equal",
     sp.StrictLessThan: "np.less", sp.LessThan: "np.less_equal",
-    sp.Max: "np.maximum", sp.Min: "np.minimum",
 }
-
-
-# Functions that are a binary ufunc with 0 as the second argument.
-ZERO_SECOND = {softplus: "np.logaddexp", relu: "np.maximum", step: "np.greater"}
 
 KEYWORD_OUT = ("np.maximum(", "np.minimum(")
 
@@ -49,7 +41,8 @@ def ufunc_call(expr):
     """(ufunc, argument expressions) of a power or function at the top of expr, or None.
 
     The one table of single-ufunc forms that both in-place printers (this
-    module's and reuse.py's) read; sums, products and sigmoid are theirs."""
+    module's and reuse.py's) read; sums and products are theirs.  A record's
+    ufunc arguments may be compound (sigmoid divides two subexpressions)."""
     kind, args = type(expr), expr.args
     if expr.is_Pow:
         base, exponent = args
@@ -60,17 +53,16 @@ def ufunc_call(expr):
         if exponent == sp.Rational(1, 2):
             return "np.sqrt", [base]
         return "np.power", [base, exponent]
-    if kind in UNARY_UFUNCS:
-        return UNARY_UFUNCS[kind], [args[0]]
-    if kind in BINARY_UFUNCS and len(args) == 2:
-        return BINARY_UFUNCS[kind], list(args)
-    if kind in ZERO_SECOND:
-        return ZERO_SECOND[kind], [args[0], sp.Float(0)]
-    if isinstance(expr, sp.Piecewise):
+    if kind in UFUNCS and len(args) == BY_HEAD[kind].arity:
+        ufunc, arguments = UFUNCS[kind]
+        return ufunc, list(arguments(*args))
+    if kind in RELATIONS:
+        return RELATIONS[kind], list(args)
+    if isinstance(expr, sp.Piecewise) and len(args) == 2:
         # The rule table makes only indicators: Piecewise((1, a > b), (0, True)).
         (one, cond), (zero, _) = args
-        if one == 1 and zero == 0 and type(cond) in BINARY_UFUNCS:
-            return BINARY_UFUNCS[type(cond)], list(cond.args)
+        if one == 1 and zero == 0 and type(cond) in RELATIONS:
+            return RELATIONS[type(cond)], list(cond.args)
     return None
 
 
@@ -78,7 +70,7 @@ def ufunc_statements(expr, out, scratch, constant=repr):
     """Statements that leave the value of `expr` in the buffer `out`, or None."""
     lines = []
     try:
-        _Emitter(lines, scratch, constant).into(expr, out)
+        _Emitter(lines, scratch, constant, out).into(expr, out)
     except Unsupported:
         return None
     return lines
@@ -89,10 +81,11 @@ def _is_leaf(expr):
 
 
 class _Emitter:
-    def __init__(self, lines, scratch, constant):
+    def __init__(self, lines, scratch, constant, out):
         self.lines = lines
         self.scratch = scratch
         self.constant = constant
+        self.taken = {out}         # buffers this expression writes: never handed out twice
 
     def leaf(self, expr):
         """The source text of a symbol or number, or None for a compound expression."""
@@ -112,7 +105,13 @@ class _Emitter:
         """A leaf's text, or a scratch buffer holding the value of a compound expression."""
         text = self.leaf(expr)
         if text is None:
-            text = self.scratch(avoid)
+            for _ in range(len(self.taken) + 1):
+                text = self.scratch(avoid)
+                if text not in self.taken:
+                    break
+            else:   # the caller's scratch keeps handing out buffers already in use
+                raise Unsupported(f"no free scratch buffer besides {sorted(self.taken)}")
+            self.taken.add(text)
             self.into(expr, text)
         return text
 
@@ -124,13 +123,6 @@ class _Emitter:
             self.combine(expr.args, out, "np.add", "np.subtract", _negated)
         elif expr.is_Mul:
             self.combine(expr.args, out, "np.multiply", "np.divide", _inverted)
-        elif isinstance(expr, sigmoid):
-            # 1/(1 + exp(-a)), as the batch code prints it
-            self.unary("np.negative", expr.args[0], out)
-            self.emit(f"np.exp({out}, {out})")
-            one = self.constant(1.0)
-            self.emit(f"np.add({out}, {one}, {out})")
-            self.emit(f"np.divide({one}, {out}, {out})")
         else:
             call = ufunc_call(expr)
             if call is None:
@@ -195,6 +187,9 @@ class _Emitter:
                 self.emit(f"{inverse_op if inv_b else op}({self.leaf(a)}, {self.leaf(b)}, {out})")
             rest = leaves[2:]
         for inverted, term in rest:
+            if op == "np.multiply" and term == -1 and not inverted:
+                self.emit(f"np.negative({out}, {out})")
+                continue
             source = self.operand(term, out)
             self.emit(f"{inverse_op if inverted else op}({out}, {source}, {out})")
 

@@ -1,19 +1,35 @@
-"""The table of elementwise primitives: one entry per operation.
+"""The table of elementwise primitives: one record per operation.
 
-Each entry says, in one place, how to build the operation as a SymPy object
-(used by the parser and by the code printer) and its partial derivative with
-respect to each argument, written in terms of the arguments and of `out`, the
-stored forward value (so `exp` differentiates to `out`, `tanh` to
-`1 - out**2`, `sigmoid` to `out*(1 - out)`).  An entry without `partials`
-gets them from `sympy.diff`; adding a function that SymPy can differentiate
-therefore takes one line.  The scheduler multiplies a partial by the incoming
-adjoint; it knows no specific operation.
+Each record says, in one place, everything the compiler knows about the
+operation:
+
+* `build`: how to make it as a SymPy object (used by the parser and by the
+  code printer), and `head`, the SymPy class at the top of what `build`
+  makes, which is how a SymPy expression is turned back into graph nodes;
+* `partials`: its partial derivative with respect to each argument, written
+  in terms of the arguments and of `out`, the stored forward value (so `exp`
+  differentiates to `out`, `tanh` to `1 - out**2`, `sigmoid` to
+  `out*(1 - out)`).  A record without `partials` gets them from `sympy.diff`;
+* `numpy`: the printed NumPy form, a template over the printed arguments
+  (`"np.arcsin({0})"`).  A template that is not a single call is put in
+  parentheses where it is used; arguments appear only as call arguments;
+* `ufunc`: the same value as one NumPy ufunc call, for the printers that
+  write into preallocated buffers: the ufunc's name and a function from the
+  SymPy arguments to the ufunc's arguments (relu is `np.maximum(a, 0.0)`;
+  sigmoid is `np.divide` of two subexpressions that are emitted in turn).
+
+Adding an elementwise function that SymPy can differentiate therefore takes
+one record (see `arcsin`).  The scheduler multiplies a partial by the
+incoming adjoint; it knows no specific operation.  Arithmetic (`add`, `mul`,
+`pow`, ...) is built from SymPy's operators, which the printers know
+structurally, so those records have no head or forms.
 """
 
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 import sympy as sp
+from sympy.codegen.cfunctions import expm1, log1p
 
 
 # --- functions SymPy lacks, with their derivatives ---------------------------
@@ -71,9 +87,13 @@ def _unevaluated(cls):
     return lambda *args: cls(*args, evaluate=False)
 
 
+def _same(*args):
+    return args
+
+
 @dataclass(frozen=True)
 class Primitive:
-    """One elementwise operation: how to build it, and its partials."""
+    """One elementwise operation: how to build, differentiate and print it."""
 
     name: str
     arity: int
@@ -81,6 +101,9 @@ class Primitive:
     partials: Optional[Callable] = None  # (out, *args) -> one partial per argument
     callable_as: Optional[str] = None    # function name in specs, if any
     domain: tuple = (-2.0, 2.0)          # where tests draw random points
+    head: Optional[type] = None          # SymPy class of build's result, if a function
+    numpy: Optional[str] = None          # NumPy template over the printed arguments
+    ufunc: Optional[tuple] = None        # (ufunc name, SymPy args -> ufunc arguments)
 
     def local_partials(self, out, args):
         """d out / d args[i] for every i, as SymPy expressions."""
@@ -93,6 +116,24 @@ class Primitive:
             d = sp.diff(value, probe[i]).subs(value, out)
             result.append(d.subs(dict(zip(probe, args))))
         return tuple(result)
+
+
+def _function(name, head, partials=None, domain=(-2.0, 2.0), numpy=None, ufunc=None,
+              callable_as=True, arity=1):
+    """The record of a function `name(args)` with SymPy class `head`.
+
+    By default it prints as `np.<name>(...)` and is the ufunc of that name;
+    `ufunc=False` says it has no ufunc form."""
+    if numpy is None:
+        numpy = f"np.{name}(" + ", ".join(f"{{{i}}}" for i in range(arity)) + ")"
+    if ufunc is None:
+        ufunc = f"np.{name}"
+    if ufunc is False:
+        ufunc = None
+    elif isinstance(ufunc, str):
+        ufunc = (ufunc, _same)
+    return Primitive(name, arity, _unevaluated(head), partials,
+                     name if callable_as is True else callable_as, domain, head, numpy, ufunc)
 
 
 def _binary(cls, invert=False, negate=False):
@@ -113,6 +154,19 @@ def _min_partials(out, a, b):
     return (sp.Piecewise((1, a < b), (0, True)), sp.Piecewise((1, a >= b), (0, True)))
 
 
+def _stable_sigmoid(a):
+    """exp(min(a, 0)) / (1 + exp(-|a|)): both exponents are <= 0, so nothing
+    overflows, and each tail is one correctly rounded exp, a sum and a division
+    (a few ulps relative; 1/(1 + exp(-a)) overflows for a < -710, and
+    0.5 + 0.5*tanh(a/2) or exp(-logaddexp(0, -a)) lose the left tail's digits)."""
+    numerator = sp.exp(sp.Min(a, 0, evaluate=False), evaluate=False)
+    denominator = sp.Add(1, sp.exp(sp.Mul(-1, sp.Abs(a, evaluate=False), evaluate=False),
+                                   evaluate=False), evaluate=False)
+    return numerator, denominator
+
+
+_ZERO = sp.Float(0)
+
 PRIMITIVES = {p.name: p for p in [
     # structural arithmetic (written with operators, not called by name)
     Primitive("identity", 1, lambda a: a, lambda out, a: (1,)),
@@ -124,37 +178,55 @@ PRIMITIVES = {p.name: p for p in [
     Primitive("neg", 1, lambda a: sp.Mul(-1, a, evaluate=False), lambda out, a: (-1,)),
     Primitive("pow", 2, _binary(sp.Pow), lambda out, a, b: (b * a ** (b - 1), out * sp.log(a)),
               callable_as="pow", domain=(0.5, 2.0)),
-    # functions
-    Primitive("exp", 1, _unevaluated(sp.exp), lambda out, a: (out,), "exp"),
-    Primitive("log", 1, _unevaluated(sp.log), lambda out, a: (1 / a,), "log", (0.2, 3.0)),
     Primitive("sqrt", 1, lambda a: sp.Pow(a, sp.Rational(1, 2), evaluate=False),
               lambda out, a: (1 / (2 * out),), "sqrt", (0.2, 3.0)),
-    Primitive("sin", 1, _unevaluated(sp.sin), lambda out, a: (sp.cos(a),), "sin"),
-    Primitive("cos", 1, _unevaluated(sp.cos), lambda out, a: (-sp.sin(a),), "cos"),
-    Primitive("tan", 1, _unevaluated(sp.tan), lambda out, a: (1 + out ** 2,), "tan", (-1.2, 1.2)),
-    Primitive("tanh", 1, _unevaluated(sp.tanh), lambda out, a: (1 - out ** 2,), "tanh"),
-    Primitive("sigmoid", 1, _unevaluated(sigmoid), lambda out, a: (out * (1 - out),), "sigmoid"),
-    Primitive("softplus", 1, _unevaluated(softplus), lambda out, a: (sigmoid(a),), "softplus"),
-    Primitive("relu", 1, _unevaluated(relu), lambda out, a: (step(out),), "relu"),
-    Primitive("abs", 1, _unevaluated(sp.Abs), lambda out, a: (sp.sign(a),), "abs"),
-    Primitive("max", 2, _unevaluated(sp.Max), _max_partials, "max"),
-    Primitive("min", 2, _unevaluated(sp.Min), _min_partials, "min"),
-    # masking: m is 0 or 1, so d/da = m and d/db = 1 - m
-    Primitive("select", 3, _unevaluated(select), lambda out, m, a, b: (0, m, 1 - m)),
-    # derivatives taken by SymPy: one line each
-    Primitive("sinh", 1, _unevaluated(sp.sinh), callable_as="sinh"),
-    Primitive("cosh", 1, _unevaluated(sp.cosh), callable_as="cosh"),
-    Primitive("arctan", 1, _unevaluated(sp.atan), callable_as="arctan"),
-    Primitive("arcsinh", 1, _unevaluated(sp.asinh), callable_as="arcsinh"),
+    # functions: name, SymPy head, partials in terms of `out`, domain, NumPy and ufunc forms
+    _function("exp", sp.exp, lambda out, a: (out,)),
+    _function("log", sp.log, lambda out, a: (1 / a,), (0.2, 3.0)),
+    _function("sin", sp.sin, lambda out, a: (sp.cos(a),)),
+    _function("cos", sp.cos, lambda out, a: (-sp.sin(a),)),
+    _function("tan", sp.tan, lambda out, a: (1 + out ** 2,), (-1.2, 1.2)),
+    _function("tanh", sp.tanh, lambda out, a: (1 - out ** 2,)),
+    _function("sigmoid", sigmoid, lambda out, a: (out * (1 - out),),
+              numpy="np.exp(np.minimum({0}, 0))/(1 + np.exp(-np.abs({0})))",
+              ufunc=("np.divide", _stable_sigmoid)),
+    _function("softplus", softplus, lambda out, a: (sigmoid(a),),
+              numpy="np.logaddexp(0, {0})", ufunc=("np.logaddexp", lambda a: (a, _ZERO))),
+    _function("relu", relu, lambda out, a: (step(out),),
+              numpy="np.maximum({0}, 0)", ufunc=("np.maximum", lambda a: (a, _ZERO))),
+    _function("abs", sp.Abs, lambda out, a: (sp.sign(a),)),
+    _function("max", sp.Max, _max_partials, arity=2, numpy="np.maximum({0}, {1})",
+              ufunc="np.maximum"),
+    _function("min", sp.Min, _min_partials, arity=2, numpy="np.minimum({0}, {1})",
+              ufunc="np.minimum"),
+    # masking: m is 0 or 1, so d/da = m and d/db = 1 - m; np.where has no `out`
+    _function("select", select, lambda out, m, a, b: (0, m, 1 - m), arity=3, callable_as=None,
+              numpy="np.where({0}, {1}, {2})", ufunc=False),
+    # derivatives taken by SymPy: one record each
+    _function("sinh", sp.sinh),
+    _function("cosh", sp.cosh),
+    _function("arctan", sp.atan),
+    _function("arcsinh", sp.asinh),
+    _function("arcsin", sp.asin, domain=(-0.9, 0.9)),
+    _function("arccos", sp.acos, domain=(-0.9, 0.9)),
+    _function("log1p", log1p, domain=(-0.8, 3.0)),
+    _function("expm1", expm1),
+]}
+
+# Functions that appear only inside partials (never as graph nodes): printed
+# and emitted as ufuncs from the same kind of record.  Their partials are 0
+# almost everywhere; the scheduler never asks for them.
+IN_PARTIALS = {p.name: p for p in [
+    _function("sign", sp.sign, lambda out, a: (0,), callable_as=None),
+    _function("step", step, lambda out, a: (0,), callable_as=None,
+              numpy="({0} > 0)", ufunc=("np.greater", lambda a: (a, _ZERO))),
 ]}
 
 # Function names a spec may call, and how many arguments each takes.
 CALLABLE = {p.callable_as: p for p in PRIMITIVES.values() if p.callable_as}
 
 # SymPy head -> primitive name, for turning SymPy expressions into graph nodes.
-SYMPY_HEADS = {
-    sp.exp: "exp", sp.log: "log", sp.sin: "sin", sp.cos: "cos", sp.tan: "tan",
-    sp.tanh: "tanh", sigmoid: "sigmoid", softplus: "softplus", relu: "relu",
-    sp.Abs: "abs", sp.Max: "max", sp.Min: "min", sp.sinh: "sinh", sp.cosh: "cosh",
-    sp.atan: "arctan", sp.asinh: "arcsinh", select: "select",
-}
+SYMPY_HEADS = {p.head: p.name for p in PRIMITIVES.values() if p.head is not None}
+
+# SymPy head -> record, for the printers (graph primitives and partial-only functions).
+BY_HEAD = {p.head: p for p in [*PRIMITIVES.values(), *IN_PARTIALS.values()] if p.head is not None}

@@ -8,33 +8,27 @@ out of it, so nothing of a spec's raw text reaches generated code.
 import sympy as sp
 from sympy.printing.str import StrPrinter
 
-from .primitives import relu, select, sigmoid, softplus, step
+from .primitives import BY_HEAD
 
-# SymPy function -> NumPy code template over the printed arguments.
-NUMPY_FUNCTIONS = {
-    sp.exp: "np.exp({0})",
-    sp.log: "np.log({0})",
-    sp.sin: "np.sin({0})",
-    sp.cos: "np.cos({0})",
-    sp.tan: "np.tan({0})",
-    sp.tanh: "np.tanh({0})",
-    sp.sinh: "np.sinh({0})",
-    sp.cosh: "np.cosh({0})",
-    sp.atan: "np.arctan({0})",
-    sp.asinh: "np.arcsinh({0})",
-    sp.Abs: "np.abs({0})",
-    sp.sign: "np.sign({0})",
-    sp.Max: "np.maximum({0}, {1})",
-    sp.Min: "np.minimum({0}, {1})",
-    sigmoid: "1/(1 + np.exp(-{0}))",
-    softplus: "np.logaddexp(0, {0})",
-    relu: "np.maximum({0}, 0)",
-    step: "({0} > 0)",
-    select: "np.where({0}, {1}, {2})",
-}
+# SymPy function -> NumPy code template over the printed arguments: the
+# records' `numpy` forms (primitives.py), not a table of its own.
+NUMPY_FUNCTIONS = {head: record.numpy for head, record in BY_HEAD.items()}
+
+
+def _is_delimited(template):
+    """True for a template that is one call, `np.f(...)`, or parenthesized as a whole."""
+    if not template.startswith(("np.", "(")) or not template.endswith(")"):
+        return False
+    depth = 0
+    for i, ch in enumerate(template):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth == 0 and ch == ")":
+            return i == len(template) - 1
+    return False
+
 
 # Templates that are not a single call need parentheses in products and powers.
-_NEEDS_PARENS = {sigmoid}
+_NEEDS_PARENS = {head for head, template in NUMPY_FUNCTIONS.items() if not _is_delimited(template)}
 
 
 class NumpyPrinter(StrPrinter):
@@ -44,10 +38,8 @@ class NumpyPrinter(StrPrinter):
         template = NUMPY_FUNCTIONS.get(type(expr))
         if template is None:
             raise ValueError(f"no NumPy form for {type(expr).__name__}")
-        args = [self._print(a) for a in expr.args]
-        if type(expr) in _NEEDS_PARENS:     # -{0} must negate the whole argument
-            args = [f"({text})" if not a.is_Atom else text for a, text in zip(expr.args, args)]
-        text = template.format(*args)
+        # Arguments appear only as call arguments in the templates: no parentheses needed.
+        text = template.format(*(self._print(a) for a in expr.args))
         return f"({text})" if type(expr) in _NEEDS_PARENS else text
 
     _print_Abs = _print_Function
