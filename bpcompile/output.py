@@ -110,7 +110,8 @@ def check_output(path, force=False, option="-o"):
         except OSError as err:
             raise _error(path, f"cannot write {option} file: {err.strerror}") from None
     if not stat.S_ISREG(mode):
-        hint = " (use -o - for standard output)" if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode) else ""
+        hint = " (use -o - for standard output)" if option == "-o" and (
+            stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)) else ""
         raise _error(path, f"refusing to write {option} file: it is {_kind(mode)}; bpcompile "
                      f"only replaces regular files{hint}")
     if not force and not generated_by_us(name):

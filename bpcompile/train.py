@@ -171,7 +171,7 @@ def check_examples(module, x, y, which, params=None):
     if getattr(module, "LOSS", None) == "softmax_cross_entropy" and y.ndim == 1 and outputs:
         if y.size and (np.any(y != np.floor(y)) or y.min() < 0 or y.max() >= outputs):
             bad = y[(y != np.floor(y)) | (y < 0) | (y >= outputs)][0]
-            raise ValueError(f"the {which} set has the label {bad!r}; labels must be class "
+            raise ValueError(f"the {which} set has the label {bad.item()!r}; labels must be class "
                              f"ids 0 to {outputs - 1}")
     if params is not None and len(x):
         try:
@@ -255,6 +255,9 @@ def train(
             bar.close()
         train_loss, train_acc = evaluate(module, params, x_train, y_train)
         test_loss, test_acc = evaluate(module, params, x_test, y_test)
+        if not np.isfinite(train_loss):
+            raise ValueError(f"the training loss became {train_loss} in epoch {epoch}: training "
+                             "diverged (try a smaller lr)")
         seconds = time.perf_counter() - t0
         record = {
             "epoch": epoch,

@@ -27,19 +27,17 @@ def training_settings(spec, args):
     spec.check_keys(set(DEFAULTS), "train") if given else None
     settings = {}
     for key, default in DEFAULTS.items():
-        value = getattr(args, key, None)
-        if value is None:
-            value = given.get(key, default)
-            kind = float if key == "lr" else int
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
-                    0 < value < math.inf) or (kind is int and not float(value).is_integer()):
-                raise spec.error(f"train.{key} must be a finite positive {kind.__name__}, got "
-                                 f"{shorten(value)}", "train", key)
-            value = kind(value)
-        elif not 0 < value < math.inf:
+        kind = float if key == "lr" else int
+        value = given.get(key, default)          # checked even when the command line overrides it
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+                0 < value < math.inf) or (kind is int and not float(value).is_integer()):
+            raise spec.error(f"train.{key} must be a finite positive {kind.__name__}, got "
+                             f"{shorten(value)}", "train", key)
+        option = getattr(args, key, None)
+        if option is not None and not 0 < option < math.inf:
             raise SpecError(f"--{key.replace('_', '-')} must be a finite positive number, got "
-                            f"{value}", spec.file, 1, 1)
-        settings[key] = value
+                            f"{option}", spec.file, 1, 1)
+        settings[key] = kind(value) if option is None else option
     return settings
 
 
