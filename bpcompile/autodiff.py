@@ -283,7 +283,9 @@ def _assemble_parts(name, pieces, adjoint, namer, out):
 
 
 def _joint_statements(operands, code, reads, node, adjoint, namer, out, where):
-    """`dJ_da, dJ_db = kernel(...)`, then additions for adjoints that already existed."""
+    """`dJ_da, dJ_db = kernel(...)` (or, for a rule that returns its results by name,
+    `results = kernel(...)` and `dJ_da = results["a"]`), then additions for adjoints
+    that already existed."""
     names, later = [], []
     for operand in operands:
         if operand is None:
@@ -297,8 +299,14 @@ def _joint_statements(operands, code, reads, node, adjoint, namer, out, where):
         else:
             adjoint[operand] = namer.adjoint(out, operand)
             names.append(adjoint[operand])
-    step = f"the operands' adjoints from d{out}/d{node.name}, through {node.op}'s backward"
-    return [Statement(tuple(names), code, reads, step, node)] + later
+    step = f"the operands' adjoints from d{out}/d{node.name}, through {tensor_op(node).name}'s backward"
+    keys = tensor_op(node).joint_keys
+    if not keys:
+        return [Statement(tuple(names), code, reads, step, node)] + later
+    results = namer.fresh(f"{node.name}_grads")
+    picked = [Statement((name,), f'{results}["{key}"]', frozenset({results}), node=node)
+              for name, key in zip(names, keys) if name is not None]
+    return [Statement((results,), code, reads, step, node)] + picked + later
 
 
 def _parenthesize(code):

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .autodiff import schedule
 from .errors import SpecError
 from .frontend import _Lowering
 from .ir import Graph, Node

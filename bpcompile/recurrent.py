@@ -30,20 +30,19 @@ scan's names (`xs`, `t`, `carry_h`, ...) are minted around them.
 
 import functools
 import textwrap
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .autodiff import forward_expr, schedule
+from . import layout, reuse
+from .autodiff import schedule
 from .errors import SpecError
 from .frontend import _Lowering
 from .ir import Graph, Node
 from .naming import SymbolTable
 from .parser import Assignment, parse_program, symbol
-from .primitives import PRIMITIVES
 from .tensor_ops import TensorOp
 
-LINE = 100          # longest generated line
 
 
 class matvec(sp.Function):
@@ -560,10 +559,15 @@ class ScanCompiler:
         return result
 
     @functools.cached_property
+    def _direct(self):
+        """(backward statements, adjoints written): stacked products' adjoints that one
+        elementwise statement computes go straight into their columns of _dX[t]."""
+        columns = {adjoint: dest for adjoint, dest in self._dx_columns() if adjoint}
+        return reuse.write_into(self.schedule.backward, columns)
+
+    @property
     def direct_adjoints(self):
-        """{adjoint: code} for stacked products' adjoints that one elementwise statement
-        computes: it writes them straight into their columns of _dX[t] (no copy after)."""
-        return direct_adjoints(self.schedule.backward, self._dx_columns())
+        return self._direct[1]
 
     def _zeros(self):
         n = self.n
@@ -663,11 +667,10 @@ class ScanCompiler:
         return lines, grads
 
     def _backward_statements(self):
-        direct = self.direct_adjoints
-        statements = [replace(s, code=direct.get(s.target, s.code)) for s in self.schedule.backward]
+        statements, direct = self._direct
         n = self.n
         top = [f"{n['_dXt']} = {n['_dX']}[{n['t']}]"] if direct and len(self._dx_columns()) > 1 else []
-        return top + [_statement_lines(s.target, s.code, s.comment) for s in statements]
+        return top + [line for s in statements for line in layout.statement(s.text(), s.comment, 8)]
 
     def context(self, dtype):
         cell, sched, n = self.cell, self.schedule, self.n
@@ -703,14 +706,14 @@ class ScanCompiler:
         results = [(n["xs"], n["dxs"]), (n["mask"], "None")]
         results += [(s["init"], s["carry"]) for s in states]
         results += [(self.V(p), param_grads[p]) for p in cell.params]
-        forward = in_place_forward(sched.forward, set(saved) | {s["value"] for s in states},
-                                   self._slot_names())
+        forward = reuse.plan(sched.forward, self.graph, {}, set(saved) | {s["value"] for s in states},
+                             fresh=self._slot_names())
         return {
             "fn": self.fn, "H": self.H, "n": n,
-            "forward_signature": _call(f"def {self.fn}_forward(", forward_args + [f"{n['reverse']}=False"],
-                                       "):", 0),
-            "backward_signature": _call(f"def {self.fn}_backward(",
-                                        backward_args + [f"{n['need_dx']}=True"], "):", 0),
+            "forward_signature": layout.wrap(
+                f"def {self.fn}_forward({', '.join(forward_args)}, {n['reverse']}=False):", 0),
+            "backward_signature": layout.wrap(
+                f"def {self.fn}_backward({', '.join(backward_args)}, {n['need_dx']}=True):", 0),
             "states": states, "output": self.state_names[cell.output],
             "equations": _docstring_lines(cell.text),
             "x_slots": [{"weight": self.V(sl.weight), "bias": sl.bias and self.V(sl.bias)}
@@ -718,16 +721,15 @@ class ScanCompiler:
             "h_stacks": [(self.stack_names[s]["_Wh"], [self.V(sl.weight) for sl in slots],
                           self.state_names[s]["prev"]) for s, slots in self.h_slots.items()],
             "uses_x": self.uses_x, "x": self.V("x"),
-            "loop_top": [line for text in self.loop_top() for line in _wrap(text, 8)],
-            "forward": [line for text in forward for line in _wrap(text, 8)],
+            "loop_top": [line for text in self.loop_top() for line in layout.statement(text, indent=8)],
+            "forward": [line for s in forward for line in layout.statement(s.text(), s.comment, 8)],
             "saved": [(self.saved_vars[v], v) for v in saved],
             "restored": [(v, self.saved_vars[v]) for v in restored],
             "restore": restore,
             "keys": keys,
-            "backward": [line for item in backward for line in
-                         (_wrap(item, 8) if isinstance(item, str) else item)],
-            "loop_bottom": [line for text in loop_bottom for line in _wrap(text, 8)],
-            "after_loop": [line for text in after for line in _wrap(text, 4)],
+            "backward": backward,
+            "loop_bottom": [line for text in loop_bottom for line in layout.statement(text, indent=8)],
+            "after_loop": [line for text in after for line in layout.statement(text, indent=4)],
             "results": results,
             "grad_vars": [(self.grad_vars[p], self.V(p)) for p in self.vector_params + self.loop_matrices],
             "dHs": [self.stack_names[s]["_dHs"] for s in self.h_slots
@@ -735,102 +737,10 @@ class ScanCompiler:
         }
 
 
-def in_place_forward(statements, kept, slots):
-    """A step's forward statements, where an elementwise node writes its value into
-    an operand that nothing reads afterwards (no later statement, not saved for the
-    backward pass, not a state): one fresh array fewer per such node and step.
-
-    An operand qualifies if this step made it as a fresh array (an elementwise value,
-    or a slot of the step's pre-activations, which are not read again): never a
-    previous state, the input, a parameter, an alias or a view of a stored block."""
-    from . import reuse
-    made = {s.node.name for s in statements if s.node is not None and s.node.op in PRIMITIVES
-            and s.node.op not in ("identity", "select")} | slots
-    later = set()
-    lines = []
-    for s in reversed(statements):
-        node = s.node
-        code = None
-        if node is not None and node.op in PRIMITIVES and node.op not in ("identity", "select"):
-            donor = next((o for o in node.operands if isinstance(o, str) and o in made
-                          and o not in kept and o not in later), None)
-            code = reuse.with_out(forward_expr(node), donor) if donor else None
-        lines.append(f"{s.target} = {code}  # in {donor}'s memory: nothing reads it again" if code
-                     else f"{s.target} = {s.code}")
-        if node is not None:
-            later |= {o for o in node.operands if isinstance(o, str)}
-    return lines[::-1]
-
-
-def direct_adjoints(backward, columns):
-    """{adjoint: code} for the adjoints in `columns` ((adjoint, destination) pairs) that
-    one elementwise statement of `backward` computes: it writes them straight into their
-    destination (columns of _dX[t]), so no copy follows."""
-    from . import reuse
-    targets = [s.target for s in backward]
-    direct = {}
-    for adjoint, dest in columns:
-        found = [s for s in backward if s.target == adjoint]
-        if adjoint and targets.count(adjoint) == 1 and found[0].term is not None:
-            code = reuse.with_out(found[0].term, dest)
-            if code:
-                direct[adjoint] = code
-    return direct
-
-
-# --- laying out generated lines -------------------------------------------------------------
-
-def _statement_lines(target, code, comment, indent=8):
-    """`target = code  # comment` as lines of at most LINE characters: the comment on its
-    own line before the statement when they do not fit together."""
-    line = f"{target} = {code}"
-    if comment and indent + len(line) + 4 + len(comment) <= LINE:
-        return [f"{line}  # {comment}"]
-    lines = []
-    if comment:
-        lines += ["# " + part for part in textwrap.wrap(comment, LINE - indent - 2,
-                                                        break_long_words=False, break_on_hyphens=False)]
-    return lines + _wrap(line, indent)
-
-
-def _wrap(line, indent):
-    """One generated statement as lines of at most LINE characters: a trailing comment
-    moves above it, and a long right side is continued inside parentheses (printed code
-    has spaces only between tokens, so any space is a place to break)."""
-    if indent + len(line) <= LINE:
-        return [line]
-    if "  # " in line:
-        code, comment = line.split("  # ", 1)
-        return _statement_lines(*code.split(" = ", 1), comment, indent) if " = " in code \
-            else ["# " + comment] + _wrap(code, indent)
-    if " = " not in line:
-        return [line]
-    target, code = line.split(" = ", 1)
-    width = LINE - indent - 4
-    chunks = textwrap.wrap(code, width, break_long_words=False, break_on_hyphens=False)
-    return [f"{target} = ("] + ["    " + c for c in chunks] + [")"]
-
-
-def _call(head, args, tail, indent):
-    """`head` + args + `tail`, continued over lines of at most LINE characters."""
-    one = head + ", ".join(args) + tail
-    if indent + len(one) <= LINE:
-        return [one]
-    pad = " " * len(head) if len(head) < 40 else " " * 8
-    lines, current = [], head
-    for k, arg in enumerate(args):
-        piece = arg + (", " if k < len(args) - 1 else tail)
-        if len(current) + len(piece.rstrip()) + indent > LINE and current.strip() not in ("", head.strip()):
-            lines.append(current.rstrip())
-            current = pad
-        current += piece
-    return lines + [current]
-
-
 def _docstring_lines(text):
     lines = []
     for line in text.strip().splitlines():
-        lines += textwrap.wrap(line.strip(), LINE - 8, break_long_words=False,
+        lines += textwrap.wrap(line.strip(), layout.WIDTH - 8, break_long_words=False,
                                subsequent_indent="    ") or [""]
     return [line.replace("\\", "\\\\").replace('"""', '\\"\\"\\"') for line in lines]
 

@@ -40,17 +40,26 @@ def later_reads(statements, kept=()):
     return later[::-1]
 
 
-def plan(statements, graph, adjoints, kept, consume=None):
+def plan(statements, graph, adjoints, kept, consume=None, fresh=()):
     """The statements with each one's memory decided: an elementwise statement
     writes into a dead temporary it reads (`out=`), an op with an `overwrite`
     form overwrites its dead operand 0, and where `consume` is given (the code
     of a flag), an adjoint may overwrite its node's aux values once nothing
     later reads them.  `adjoints` maps node names to adjoint variables; `kept`
-    names what is read after the statements (the cache, gradients, output)."""
+    names what is read after the statements (the cache, gradients, output, a
+    loop's saved values); `fresh` names arrays made before the statements that
+    nothing else reads (a time step's own pre-activations).
+
+    The policies of the three contexts: the batch code plans forward and
+    backward together (here); a step of a loop over time plans its forward
+    statements with the step's pre-activations as `fresh` and its saved values
+    `kept` (here), and writes stacked adjoints into their columns
+    (`write_into`); the one-example step gives every value its own buffer
+    (rowstep.py)."""
     node_of = {v: k for k, v in adjoints.items()}
     shape = {n.name: tuple(n.shape) for n in graph if n.shape is not None}
     shape.update({v: shape[k] for k, v in adjoints.items() if k in shape})
-    owned, pinned = set(), set()
+    owned, pinned = set(fresh), set()
     for s in statements:
         op = _op(s)
         if s.alias:                                     # both names share memory
@@ -59,7 +68,7 @@ def plan(statements, graph, adjoints, kept, consume=None):
             pinned |= s.reads
         if len(s.targets) == 1 and not s.alias and (_elementwise(op) or op in FRESH_TENSOR_OPS):
             owned.add(s.targets[0])
-    inputs = {n.name for n in graph if n.op == "input"}
+    inputs = {n.name for n in graph if n.op == "input"} - set(fresh)
     after = later_reads(statements)
     result = []
     for s, later in zip(statements, after):
@@ -69,6 +78,28 @@ def plan(statements, graph, adjoints, kept, consume=None):
     return result
 
 
+def write_into(statements, destinations):
+    """(statements, names written): where one elementwise statement alone computes
+    a name of `destinations` ({name: buffer code}), it writes its value straight
+    into that buffer (the columns of a stacked adjoint), so no copy follows."""
+    assigned = {}
+    for s in statements:
+        for t in s.targets:
+            assigned[t] = assigned.get(t, 0) + 1
+    result, written = [], set()
+    for s in statements:
+        dest = destinations.get(s.targets[0]) if len(s.targets) == 1 else None
+        code = None
+        if dest and assigned[s.targets[0]] == 1 and s.term is not None and _elementwise(_op(s)):
+            code = with_out(s.term, dest)
+        if code:
+            written.add(s.targets[0])
+            result.append(replace(s, code=code))
+        else:
+            result.append(s)
+    return result, written
+
+
 def _decide(s, dead, later, shape, node_of, consume):
     if s.overwrite:
         first = s.node.operands[0]
@@ -76,15 +107,22 @@ def _decide(s, dead, later, shape, node_of, consume):
     if s.consume and consume is not None:
         aux = set(s.node.attrs.get("aux", {}).values())
         return replace(s, code=s.consume[0].format(consume=consume)) if not aux & later else s
-    if not _elementwise(_op(s)) or s.accumulate or len(s.targets) != 1:
+    if not _elementwise(_op(s)) or s.accumulate or len(s.targets) != 1 or s.term is None:
         return s
     target = s.targets[0]
     target_shape = shape.get(node_of.get(target, target))
+    if target_shape == ():           # a number: no buffer to write into
+        return s
+    # an elementwise operation's computed operands have its shape (parameters, which
+    # broadcast, are inputs and never lend memory); where shapes are known they must agree
     donors = sorted(n for n in dead if shape.get(n) == target_shape)
-    if not donors or not target_shape or s.term is None:
+    if not donors:
         return s
     code = with_out(s.term, donors[0])
-    return replace(s, code=code, lines=()) if code else s
+    if not code:
+        return s
+    comment = s.comment or f"in {donors[0]}'s memory: nothing reads it again"
+    return replace(s, code=code, lines=(), comment=comment)
 
 
 def _op(s):

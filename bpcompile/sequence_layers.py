@@ -159,11 +159,13 @@ def _scan(compiler, layer, name, direction, compiled, fn, prev):
     fields = ", ".join(f"{{{i}}}" for i in range(n))
     param_fields = "".join(f", {{{i}}}" for i in range(2 + len(states), n))
     reverse = f", {scan.n['reverse']}=True" if direction == "bwd" else ""
-    # the backward returns the gradients by argument name, in the forward's argument order
+    # the backward returns the gradients by the forward's argument names
+    keys = ([scan.n["xs"], scan.n["mask"]] + [scan.state_names[s]["init"] for s in cell.states]
+            + [scan.V(p) for p in cell.params])
     rule = TensorOp(fn, f"{fn}_forward({fields}{reverse})", (None,) * n, aux=("state", "saved"),
                     helpers=("_stacked",),
                     joint=f"{fn}_backward({{g}}, {{saved}}, {{0}}, {{1}}{param_fields}, "
-                          f"{scan.n['need_dx']}={{need0}}).values()")
+                          f"{scan.n['need_dx']}={{need0}})", joint_keys=tuple(keys))
     aux_base = fn if direction is None else f"{var_prefix}_cell"
     node = g.add(Node(compiler.namer.fresh(var_prefix + "_out" if direction else name), "scan", operands,
                       shape=("B", "T", hidden), dtype=compiler.dtype, line=layer.index,

@@ -47,6 +47,8 @@ class TensorOp:
     joint: str = ""              # one call returning every operand's adjoint (a tuple),
                                  # for kernels that share work between them; `{needK}`
                                  # says whether operand K's adjoint is wanted
+    joint_keys: tuple = ()       # if given, the call returns a dict: operand K's adjoint is
+                                 # under joint_keys[K]
     part_of: bool = False        # the node is columns [a, b) of its operand: the operand's
                                  # adjoint is the concatenation of its parts' adjoints
     sparse_update: str = ""      # how sgd_step updates operand 1 (a table, a weight) from {g}
