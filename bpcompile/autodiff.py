@@ -85,8 +85,11 @@ class _Elementwise:
 
     def forward(self, node):
         expr = forward_expr(node)
-        if node.op != "identity":
-            self.stored.setdefault(expr.doit(), symbol(node.name))
+        value = expr.doit()
+        # a partial that equals a stored value reads it; a number is not replaced by a
+        # node that happens to equal it (x - x is 0, and so is the 0 of an indicator)
+        if node.op != "identity" and not value.is_Number:
+            self.stored.setdefault(value, symbol(node.name))
         alias = node.operands[0] if node.op == "identity" and isinstance(node.operands[0], str) else None
         return Statement((node.name,), to_numpy(expr), frozenset(node.node_operands()),
                          node=node, term=expr, alias=alias)

@@ -21,7 +21,7 @@ from dataclasses import replace
 import sympy as sp
 
 from .inplace import ufunc_call
-from .primitives import PRIMITIVES, sigmoid
+from .primitives import PRIMITIVES
 from .printer import to_numpy
 
 # Ops whose results never share memory with their operands.
@@ -157,15 +157,8 @@ def _outermost(expr):
         if b.is_Pow and b.args[1] == -1:
             return "np.divide", [p(a), p(b.args[0])]
         return "np.multiply", [p(a), p(b)]
-    if type(expr) is sigmoid:      # 1/(1 + exp(-a)), as printed elsewhere
-        return "np.divide", ["1.0", f"1 + np.exp(-{_atom(expr.args[0])})"]
     call = ufunc_call(expr)
     if call is None:
         return None
     ufunc, args = call
     return ufunc, [p(a) for a in args]
-
-
-def _atom(expr):
-    text = to_numpy(expr)
-    return text if expr.is_Atom else f"({text})"

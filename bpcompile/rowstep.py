@@ -217,7 +217,6 @@ class _Renderer:
             body.extend(lines)
 
     def elementwise_into(self, expr, out, shape):
-        self.scratch_in_use = {}
         lines = ufunc_statements(self.renamed(expr), out, self.scratch(shape), self.constant)
         if lines is None:       # no ufunc form: the plain expression, copied into the buffer
             lines = [f"np.copyto({out}, {to_numpy(self.renamed(expr))})"]

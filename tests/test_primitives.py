@@ -229,31 +229,18 @@ def test_softplus_and_sigmoid_are_stable_for_large_arguments():
 
 # --- max/min with an argument that folds to a constant (issue 9, item 6) -------------------
 
-# The cause is in autodiff._Elementwise.forward: it records every node's evaluated
-# forward value -> node symbol, also when that value is a number (x - x -> 0, 0*x + 1 -> 1),
-# and adjoints() then xreplaces that number inside the partials: the indicator
-# Piecewise((1, a > b), (0, True)) becomes Piecewise((1, a > b), (t, True)), which the
-# printer refuses.  The fix (autodiff.py, not owned here): record only non-numbers,
-#     value = expr.doit()
-#     if node.op != "identity" and not value.is_Number:
-#         self.stored.setdefault(value, symbol(node.name))
-_NEEDS_AUTODIFF_FIX = pytest.mark.xfail(
-    strict=True, raises=ValueError,
-    reason="autodiff._Elementwise.forward stores numeric forward values (see comment above)")
-
 # text, x values, z values, value as a function of (x, z), d/dx, d/dz
 FOLDED = [
     pytest.param("max(x - x, z)", lambda x, z: np.maximum(0, z), lambda x, z: 0 * x,
-                 lambda x, z: (z >= 0).astype(float), marks=_NEEDS_AUTODIFF_FIX),
+                 lambda x, z: (z >= 0).astype(float)),
     pytest.param("max(z, x - x)", lambda x, z: np.maximum(z, 0), lambda x, z: 0 * x,
-                 lambda x, z: (z > 0).astype(float), marks=_NEEDS_AUTODIFF_FIX),
+                 lambda x, z: (z > 0).astype(float)),
     pytest.param("max(0*x, z)", lambda x, z: np.maximum(0, z), lambda x, z: 0 * x,
-                 lambda x, z: (z >= 0).astype(float), marks=_NEEDS_AUTODIFF_FIX),
+                 lambda x, z: (z >= 0).astype(float)),
     pytest.param("min(x*0 + 1, z)", lambda x, z: np.minimum(1, z), lambda x, z: 0 * x,
-                 lambda x, z: (z <= 1).astype(float), marks=_NEEDS_AUTODIFF_FIX),
+                 lambda x, z: (z <= 1).astype(float)),
     pytest.param("min(x, 3) + 0*z", lambda x, z: np.minimum(x, 3) + 0 * z,
-                 lambda x, z: (x < 3).astype(float), lambda x, z: 0 * z,
-                 marks=_NEEDS_AUTODIFF_FIX),
+                 lambda x, z: (x < 3).astype(float), lambda x, z: 0 * z),
     pytest.param("max(2, x) + z", lambda x, z: np.maximum(2, x) + z,
                  lambda x, z: (x > 2).astype(float), lambda x, z: 1 + 0 * z),
 ]
