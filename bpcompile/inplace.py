@@ -30,7 +30,7 @@ RELATIONS = {
     sp.StrictLessThan: "np.less", sp.LessThan: "np.less_equal",
 }
 
-KEYWORD_OUT = ("np.maximum(", "np.minimum(")
+KEYWORD_OUT = ("np.maximum", "np.minimum")
 
 
 class Unsupported(Exception):
@@ -66,11 +66,13 @@ def ufunc_call(expr):
     return None
 
 
-def ufunc_statements(expr, out, scratch, constant=repr):
-    """Statements that leave the value of `expr` in the buffer `out`, or None."""
+def ufunc_statements(expr, out, scratch, constant=repr, name=lambda ufunc: ufunc):
+    """Statements that leave the value of `expr` in the buffer `out`, or None.
+    `name(ufunc)` is how the code calls a NumPy function ("np.add" by default; the
+    one-example step binds them to local names)."""
     lines = []
     try:
-        _Emitter(lines, scratch, constant, out).into(expr, out)
+        _Emitter(lines, scratch, constant, out, name).into(expr, out)
     except Unsupported:
         return None
     return lines
@@ -81,8 +83,9 @@ def _is_leaf(expr):
 
 
 class _Emitter:
-    def __init__(self, lines, scratch, constant, out):
+    def __init__(self, lines, scratch, constant, out, name):
         self.lines = lines
+        self.name = name
         self.scratch = scratch
         self.constant = constant
         self.taken = {out}         # buffers this expression writes: never handed out twice
@@ -95,11 +98,12 @@ class _Emitter:
             return self.constant(float(expr))
         return None
 
-    def emit(self, text):
-        if text.startswith(KEYWORD_OUT):       # positional `out` is deprecated for these
-            head, _, last = text.rpartition(", ")
-            text = f"{head}, out={last}"
-        self.lines.append(text)
+    def emit(self, ufunc, *args):
+        """One call `ufunc(args..., out)`; the last argument is the output buffer."""
+        *inputs, out = args
+        # positional `out` is deprecated for maximum and minimum
+        out = f"out={out}" if ufunc in KEYWORD_OUT else out
+        self.lines.append(f"{self.name(ufunc)}({', '.join([*inputs, out])})")
 
     def operand(self, expr, avoid):
         """A leaf's text, or a scratch buffer holding the value of a compound expression."""
@@ -118,7 +122,7 @@ class _Emitter:
     def into(self, expr, out):
         text = self.leaf(expr)
         if text is not None:
-            self.emit(f"np.copyto({out}, {text})")
+            self.emit("np.copyto", out, text)
         elif expr.is_Add:
             self.combine(expr.args, out, "np.add", "np.subtract", _negated)
         elif expr.is_Mul:
@@ -138,7 +142,7 @@ class _Emitter:
         if source is None:
             self.into(arg, out)
             source = out
-        self.emit(f"{ufunc}({source}, {out})")
+        self.emit(ufunc, source, out)
 
     def binary(self, ufunc, a, b, out):
         left = self.leaf(a)
@@ -151,7 +155,7 @@ class _Emitter:
         elif right is None:
             self.into(b, out)
             right = out
-        self.emit(f"{ufunc}({left}, {right}, {out})")
+        self.emit(ufunc, left, right, out)
 
     def combine(self, args, out, op, inverse_op, split):
         """A sum or product: compound terms first (into `out`, then scratch), leaves after.
@@ -170,28 +174,28 @@ class _Emitter:
             if inverted:
                 plain = next((t for t in leaves if not t[0]), None)
                 if plain is not None:       # 1 - a**2: np.subtract(1.0, out, out)
-                    self.emit(f"{inverse_op}({self.leaf(plain[1])}, {out}, {out})")
+                    self.emit(inverse_op, self.leaf(plain[1]), out, out)
                     rest.remove(plain)
                 else:
                     unit = "np.negative" if op == "np.add" else "np.reciprocal"
-                    self.emit(f"{unit}({out}, {out})")
+                    self.emit(unit, out, out)
         else:
             (inv_a, a), (inv_b, b) = leaves[0], leaves[1]
             if inv_a and not inv_b:
                 (inv_a, a), (inv_b, b) = (inv_b, b), (inv_a, a)
             if inv_a:         # -a - b or 1/(a*b): the first term enters inverted too
                 unit = "np.negative" if op == "np.add" else "np.reciprocal"
-                self.emit(f"{unit}({self.leaf(a)}, {out})")
-                self.emit(f"{inverse_op}({out}, {self.leaf(b)}, {out})")
+                self.emit(unit, self.leaf(a), out)
+                self.emit(inverse_op, out, self.leaf(b), out)
             else:
-                self.emit(f"{inverse_op if inv_b else op}({self.leaf(a)}, {self.leaf(b)}, {out})")
+                self.emit(inverse_op if inv_b else op, self.leaf(a), self.leaf(b), out)
             rest = leaves[2:]
         for inverted, term in rest:
             if op == "np.multiply" and term == -1 and not inverted:
-                self.emit(f"np.negative({out}, {out})")
+                self.emit("np.negative", out, out)
                 continue
             source = self.operand(term, out)
-            self.emit(f"{inverse_op if inverted else op}({out}, {source}, {out})")
+            self.emit(inverse_op if inverted else op, out, source, out)
 
 
 def _negated(term):

@@ -20,8 +20,6 @@ step non-reentrant: the module says so.
 
 from dataclasses import dataclass, field
 
-import re
-
 from . import layout
 from .inplace import ufunc_statements
 from .parser import symbol
@@ -37,7 +35,7 @@ class RowStep:
     checks: list = field(default_factory=list)      # (variable, key, shape) of each parameter
     x_shape: tuple = ()
     helpers: list = field(default_factory=list)
-    ufuncs: list = field(default_factory=list)      # NumPy functions bound as local defaults
+    ufuncs: list = field(default_factory=list)      # (NumPy function, local name) bound as defaults
 
 
 # Names for the 0-d constant arrays of common numbers.
@@ -123,6 +121,27 @@ def render(compiler, sched, graph):
     return _Renderer(compiler, sched, graph).run()
 
 
+class _NumPy:
+    """NumPy functions as the one-example step calls them: through local names bound as
+    default arguments (with calls of a microsecond or less, `np.add`'s global and
+    attribute lookups show).  A rule's text says `{np.dot}(...)`."""
+
+    def __init__(self, mint):
+        self._mint = mint
+        self.bound = {}               # NumPy function -> its local name
+
+    def __getattr__(self, function):
+        if function.startswith("_"):
+            raise AttributeError(function)
+        if function not in self.bound:
+            self.bound[function] = self._mint(function)
+        return self.bound[function]
+
+    def qualified(self, name):
+        """The local name of "np.add" (the in-place emitter's spelling)."""
+        return getattr(self, name.removeprefix("np."))
+
+
 class _Renderer:
     def __init__(self, compiler, sched, graph):
         self.compiler, self.sched, self.graph = compiler, sched, graph
@@ -134,15 +153,24 @@ class _Renderer:
         self.params = {p.var: p for p in compiler.params}
         self.scratch_in_use = {}      # shape -> count of scratch buffers of this statement
         self.constants = {}           # number -> name of its 0-d array
+        self.minted = {}              # base -> the name the module's symbol table gave it
+        self.np = _NumPy(self.mint)   # NumPy functions, called through local names
 
     # --- names -------------------------------------------------------------------------
-    def buffer(self, name, shape):
-        if name not in self.declared:
-            self.declared[name] = shape
+    def mint(self, base):
+        """The module-level name of `base` (a buffer, a view, a local): minted from the
+        module's symbol table once, so it can equal no other name of the module."""
+        if base not in self.minted:
+            self.minted[base] = self.compiler.namer.fresh(base)
+        return self.minted[base]
+
+    def buffer(self, base, shape):
+        name = self.mint(base)
+        self.declared.setdefault(name, shape)
         return name
 
-    def view(self, base, suffix, code):
-        name = f"{base.removesuffix('_buf')}_{suffix}"
+    def view(self, buf, suffix, code):
+        name = self.mint(f"{buf.removesuffix('_buf')}_{suffix}")
         self.views.setdefault(name, f"{name} = {code}")
         return name
 
@@ -174,16 +202,16 @@ class _Renderer:
     def float_value(self, name):
         """A float local; `.box` copies it into a 0-d buffer, once, when a ufunc needs it."""
         def box():
-            buf = f"_{name}_box"
-            if buf not in self.declared:
-                self.buffer(buf, ())
-                self.step.body.append(f"{buf}[()] = {name}")
-            return buf
+            base = f"_{name}_box"
+            if base not in self.minted:
+                self.step.body.append(f"{self.buffer(base, ())}[()] = {name}")
+            return self.mint(base)
         return _Value(name, box=box)
 
     def constant(self, number):
         if number not in self.constants:
-            self.constants[number] = CONSTANT_NAMES.get(number, f"_CONSTANT{len(self.constants)}")
+            base = CONSTANT_NAMES.get(number, f"_CONSTANT{len(self.constants)}")
+            self.constants[number] = self.mint(base)
         return self.constants[number]
 
     def scratch(self, shape):
@@ -217,9 +245,10 @@ class _Renderer:
             body.extend(lines)
 
     def elementwise_into(self, expr, out, shape):
-        lines = ufunc_statements(self.renamed(expr), out, self.scratch(shape), self.constant)
+        lines = ufunc_statements(self.renamed(expr), out, self.scratch(shape), self.constant,
+                                 self.np.qualified)
         if lines is None:       # no ufunc form: the plain expression, copied into the buffer
-            lines = [f"np.copyto({out}, {to_numpy(self.renamed(expr))})"]
+            lines = [f"{self.np.copyto}({out}, {to_numpy(self.renamed(expr))})"]
         return lines
 
     def forward(self, s):
@@ -227,7 +256,7 @@ class _Renderer:
         if node.op in TENSOR_OPS:
             rule = row_rule(self.graph, node)
             fields = self.fields(node, rule)
-            self.emit([line.format(*fields["operands"], **fields["named"]) for line in rule.forward],
+            self.emit([line.format(*fields["operands"], np=self.np, **fields["named"]) for line in rule.forward],
                       f"{s.target} = {s.code}")
         elif not is_scalar(self.graph, node.name):
             from .autodiff import forward_expr
@@ -243,7 +272,7 @@ class _Renderer:
         for key, aux in node.attrs.get("aux", {}).items():
             named[key] = self.value(aux)
         for local in rule.locals:
-            named[local] = f"{node.name}_{local}"
+            named[local] = self.mint(f"{node.name}_{local}")
         if g is not None:
             named["g"] = g
         if adj is not None:
@@ -268,7 +297,7 @@ class _Renderer:
             if vjp == "=":
                 if s.accumulate:
                     own = self.vector(own.name, shape)
-                    self.emit([f"np.add({self.adjoints[target]}, {g}, {own})"], s.comment)
+                    self.emit([f"{self.np.add}({self.adjoints[target]}, {g}, {own})"], s.comment)
                     self.adjoints[target] = own
                 else:
                     self.adjoints[target] = g        # a bias: its adjoint is the node's
@@ -278,7 +307,7 @@ class _Renderer:
             lines = (vjp,) if isinstance(vjp, str) else vjp
             into = self.vector(self.scratch(shape)(), shape) if s.accumulate else own
             fields = self.fields(node, rule, g=g, adj=into)
-            code = [line.format(*fields["operands"], **fields["named"]) for line in lines]
+            code = [line.format(*fields["operands"], np=self.np, **fields["named"]) for line in lines]
         else:
             own = self.vector(own.name, shape)
             into = own
@@ -287,20 +316,20 @@ class _Renderer:
             code = self.elementwise_into(s.term, str(into), shape)
         if s.accumulate:
             current = self.adjoints[target]
-            code.append(f"np.add({current}, {into}, {own})")
+            code.append(f"{self.np.add}({current}, {into}, {own})")
         self.adjoints[target] = own
         self.emit(code, s.comment)
 
     def scalar_adjoint(self, s, g):
         """Statements adding a contribution to a float adjoint."""
         target = s.target
-        part = f"{target}_part" if s.accumulate else target
+        part = self.mint(f"{target}_part") if s.accumulate else target
         if s.term is not None:
             lines = [f"{part} = {to_numpy(self.renamed(s.term))}"]
         else:
             rule = row_rule(self.graph, s.node)
             fields = self.fields(s.node, rule, g=g, adj=part)
-            lines = [rule.vjps[s.node.operands.index(s.operand)].format(*fields["operands"], **fields["named"])]
+            lines = [rule.vjps[s.node.operands.index(s.operand)].format(*fields["operands"], np=self.np, **fields["named"])]
         if s.accumulate:
             lines.append(f"{target} = {target} + {part}")
         return lines
@@ -329,33 +358,12 @@ class _Renderer:
                 if g.is_float and self.params[var].shape == (1,):   # one bias: plain float arithmetic
                     step.body.append(f"{var}[0] -= {g}")
                 else:
-                    step.body.append(f"np.subtract({var}, {g.box if g.is_float else g}, {var})")
+                    step.body.append(f"{self.np.subtract}({var}, {g.box if g.is_float else g}, {var})")
         step.buffers = [f"{name} = np.empty({shape!r}, dtype=DTYPE)" for name, shape in self.declared.items()]
         step.buffers += list(self.views.values())
         step.buffers += [f"{name} = np.array({number!r}, dtype=DTYPE)"
                          for number, name in sorted(self.constants.items(), key=lambda item: item[1])]
-        self.bind_ufuncs()
+        self.step.ufuncs = sorted(self.np.bound.items(), key=lambda item: item[1])
         step.helpers = sorted({h for n in self.graph if n.op in TENSOR_OPS
                                for h in row_rule(self.graph, n).helpers})
         return step
-
-
-    def bind_ufuncs(self):
-        """Call NumPy functions through local names (default arguments): with calls of
-        a microsecond or less, `np.add`'s global and attribute lookups show."""
-        taken = {"params", "x_row", "x", "y", "lr"} | set(self.params)
-        for line in self.step.body:
-            assigned = re.match(r"([\w, ]+) = ", line)
-            if assigned:
-                taken.update(name.strip() for name in assigned.group(1).split(","))
-        used = sorted({name for line in self.step.body
-                       for name in re.findall(r"\bnp\.(\w+)\(", line.split("  # ")[0])} - taken)
-        pattern = re.compile(r"\bnp\.(" + "|".join(used) + r")\(") if used else None
-        body = []
-        for line in self.step.body:
-            code, sep, comment = line.partition("  # ")
-            if pattern and not line.startswith("#"):
-                code = pattern.sub(r"\1(", code)
-            body.append(code + sep + comment)
-        self.step.body = body
-        self.step.ufuncs = used

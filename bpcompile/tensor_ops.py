@@ -19,6 +19,7 @@ class RowRule:
     preallocated buffers instead of returning fresh arrays.
 
     `{out}` is the node's buffer (or a local name when the node is a scalar),
+    `{np.dot}` the name the step calls a NumPy function by,
     `{adj}` the buffer of the operand's adjoint, `{g}` the node's adjoint;
     `{0.row}` / `{0.col}` are 1-row / 1-column views of a vector operand.  A
     vjp of "=" says the operand's adjoint is `{g}` itself (a bias).  `locals`
@@ -84,18 +85,18 @@ TENSOR_OPS = {op.name: op for op in [
              ("np.dot({g}, {1})", "{g}.T @ {0}", "{g}.sum(axis=0)"),
              forward_lines=("{out} = np.dot({0}, {1}.T)", "{out} += {2}  # the bias, in place"),
              sparse_update=SUBTRACT_PRODUCT_2D, helpers=("_subtract_product",),
-             row=RowRule(("np.dot({1}, {0}, {out})", "np.add({out}, {2}, {out})"),
-                         ("np.dot({g}, {1}, {adj})", "np.dot({g.col}, {0.row}, {adj})", "="),
-                         scalar=RowRule(("{out} = float(np.vdot({1}, {0})) + {2}.item()",),
-                                        ("np.multiply({1}, {g.box}, {adj.row})", "np.multiply({0.row}, {g.box}, {adj})",
+             row=RowRule(("{np.dot}({1}, {0}, {out})", "{np.add}({out}, {2}, {out})"),
+                         ("{np.dot}({g}, {1}, {adj})", "{np.dot}({g.col}, {0.row}, {adj})", "="),
+                         scalar=RowRule(("{out} = float({np.vdot}({1}, {0})) + {2}.item()",),
+                                        ("{np.multiply}({1}, {g.box}, {adj.row})", "{np.multiply}({0.row}, {g.box}, {adj})",
                                          "=")))),
     TensorOp("linear_nobias", "np.dot({0}, {1}.T)",
              ("np.dot({g}, {1})", "{g}.T @ {0}"),
              sparse_update=SUBTRACT_PRODUCT_2D, helpers=("_subtract_product",),
-             row=RowRule(("np.dot({1}, {0}, {out})",),
-                         ("np.dot({g}, {1}, {adj})", "np.dot({g.col}, {0.row}, {adj})"),
-                         scalar=RowRule(("{out} = float(np.vdot({1}, {0}))",),
-                                        ("np.multiply({1}, {g.box}, {adj.row})", "np.multiply({0.row}, {g.box}, {adj})")))),
+             row=RowRule(("{np.dot}({1}, {0}, {out})",),
+                         ("{np.dot}({g}, {1}, {adj})", "{np.dot}({g.col}, {0.row}, {adj})"),
+                         scalar=RowRule(("{out} = float({np.vdot}({1}, {0}))",),
+                                        ("{np.multiply}({1}, {g.box}, {adj.row})", "{np.multiply}({0.row}, {g.box}, {adj})")))),
     # J = mean_b -log softmax(a)[b, y_b], computed with log-sum-exp
     TensorOp("softmax_cross_entropy", "_softmax_cross_entropy({0}, {1})",
              ("_softmax_cross_entropy_grad({p}, {1}, {g} / len({1}))", None),
@@ -103,14 +104,14 @@ TENSOR_OPS = {op.name: op for op in [
              forward_reuse="_softmax_cross_entropy({0}, {1}, overwrite=True)",
              consuming_vjps=("_softmax_cross_entropy_grad({p}, {1}, {g} / len({1}), overwrite={consume})", None),
              row=RowRule(("{out}, {p} = _softmax_cross_entropy_one({0}, {1})",),
-                         (("np.multiply({p}, {g}, {adj})", "{adj}[{1}] -= {g}"), None),
+                         (("{np.multiply}({p}, {g}, {adj})", "{adj}[{1}] -= {g}"), None),
                          helpers=("_softmax_cross_entropy_one",))),
     # J = mean_b sum_k softplus(a) - y*a  (= -y log s - (1-y) log(1-s), from the logit)
     TensorOp("sigmoid_binary_cross_entropy", "_sigmoid_binary_cross_entropy({0}, {1})",
              ("({s} - {1}) * ({g} / len({1}))", None),
              aux=("s",), helpers=("_sigmoid_binary_cross_entropy",),
              row=RowRule(("{out}, {delta} = _sigmoid_binary_cross_entropy_one({0}, {1})",),
-                         ("np.multiply({delta}, {g}, {adj})", None), locals=("delta",),
+                         ("{np.multiply}({delta}, {g}, {adj})", None), locals=("delta",),
                          helpers=("_sigmoid_binary_cross_entropy_one",),
                          scalar=RowRule(("{out}, {delta} = _sigmoid_binary_cross_entropy_scalar({0}, {1})",),
                                         ("{adj} = {delta} * {g}", None), locals=("delta",),
@@ -120,12 +121,12 @@ TENSOR_OPS = {op.name: op for op in [
              ("({0} - {1}) * ({g} / len({1}))", None),
              helpers=("_mean_squared_error",),
              row=RowRule(("{out} = _mean_squared_error_one({0}, {1})",),
-                         (("np.subtract({0}, {1}, {adj})", "np.multiply({adj}, {g}, {adj})"), None),
+                         (("{np.subtract}({0}, {1}, {adj})", "{np.multiply}({adj}, {g}, {adj})"), None),
                          helpers=("_mean_squared_error_one",),
                          scalar=RowRule(("{out} = 0.5 * ({0} - {1}) ** 2",), ("{adj} = ({0} - {1}) * {g}", None)))),
     # s = sum of squares, for the l2 penalty
     TensorOp("sum_squares", "np.vdot({0}, {0})", ("(2 * {g}) * {0}",),
-             row=RowRule(("{out} = float(np.vdot({0}, {0}))",), ("np.multiply({0}, 2.0 * {g}, {adj})",))),
+             row=RowRule(("{out} = float({np.vdot}({0}, {0}))",), ("{np.multiply}({0}, 2.0 * {g}, {adj})",))),
     # the lecture's convolution (cross-correlation) and max-pooling, as im2col kernels
     TensorOp("conv2d", "conv2d_forward({0}, {1}, {2}, {stride}, {padding})", (None, None, None),
              aux=("saved",), helpers=("kernels/conv.py",),
