@@ -11,7 +11,7 @@ MAX_ECHO = 80                     # characters of a user value quoted in an erro
 
 MAX_TEXT = 20_000                 # characters in one expression or program
 MAX_DEPTH = 100                   # nesting of operations in one expression
-MAX_NODES = 5_000                 # operations and operands in one expression or program
+MAX_NODES = 20_000                # operations and operands in one expression or program
 MAX_CONSTANT = 1e300              # magnitude of a folded constant
 MAX_EXPONENT_BITS = 4_000         # bits of an exact integer power while folding
 

@@ -120,7 +120,8 @@ def _check_depth(tree):
         node, depth, where = stack.pop()
         count += 1
         if count > MAX_NODES:
-            raise SpecError(f"expression too large (more than {MAX_NODES} operations and operands)",
+            raise SpecError(f"expression or program too large (more than {MAX_NODES} operations "
+                            "and operands)",
                             line=where[0], col=where[1])
         if hasattr(node, "lineno"):       # operator nodes have no position: keep the parent's
             where = (node.lineno, node.col_offset + 1)

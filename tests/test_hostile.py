@@ -316,3 +316,22 @@ def test_check_of_a_layer_spec_without_parameters_is_one_line(tmp_path, capsys):
     status = main(["check", str(path)])
     err = capsys.readouterr().err
     assert status in (0, 1) and "internal error" not in err
+
+
+def test_program_size_limit():
+    text = "\n".join(f"a{i}=x*x*x" for i in range(1800))
+    assert len(text) < limits.MAX_TEXT
+    with pytest.raises(SpecError, match=f"more than {limits.MAX_NODES} operations"):
+        bpcompile.compile(text)
+
+
+def test_the_readme_lists_every_limit():
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## Bad input"):]
+    section = section[:section.index("\n## ", 5)]
+    for name in ("MAX_SPEC_BYTES", "MAX_YAML_NODES", "MAX_TEXT", "MAX_NODES", "MAX_LAYERS",
+                 "MAX_PARAMETERS"):
+        assert f"{getattr(limits, name):,}" in section, name
+    assert f"nested {limits.MAX_DEPTH} deep" in section
+    assert f"| {limits.MAX_LAYER_DEPTH} |" in section
+    assert f"magnitude {limits.MAX_CONSTANT:.0e}".replace("e+", "e") in section
