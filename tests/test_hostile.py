@@ -319,7 +319,7 @@ def test_check_of_a_layer_spec_without_parameters_is_one_line(tmp_path, capsys):
 
 
 def test_program_size_limit():
-    text = "\n".join(f"a{i}=x*x*x" for i in range(1800))
+    text = "\n".join(f"a{i}=x*x*x*x" for i in range(1400))
     assert len(text) < limits.MAX_TEXT
     with pytest.raises(SpecError, match=f"more than {limits.MAX_NODES} operations"):
         bpcompile.compile(text)
