@@ -53,22 +53,6 @@ def sha256(text):
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-MAX_QUOTED_LINES = 60     # of the spec, in the module docstring
-
-
-def quoted_spec(text):
-    """The spec's lines as they may stand in the module docstring: printable ASCII
-    (anything else becomes `?`), with backslashes and quotes escaped, so that no
-    spec text can end the docstring; a long spec is cut after MAX_QUOTED_LINES."""
-    lines = text.replace("\t", "    ").splitlines()
-    shown = lines[:MAX_QUOTED_LINES]
-    safe = ["".join(ch if " " <= ch <= "~" else "?" for ch in line).rstrip() for line in shown]
-    safe = [line.replace("\\", "\\\\").replace('"', '\\"') for line in safe]
-    if len(lines) > len(shown):
-        safe.append(f"... ({len(lines) - len(shown)} more lines)")
-    return safe
-
-
 def source_label(path):
     """A file name that is safe to print in a comment (no newlines or quotes)."""
     if path is None or str(path).startswith("<"):
@@ -93,13 +77,13 @@ def aligned(statements, indent=4):
     return out
 
 
-def render_program(sched, graph, spec_text, source=None):
+def render_program(sched, graph, spec_text, source=None, quoted=()):
     """The standalone module of a scalar program."""
     return render(
         "program.py.j2",
         source=source_label(source),
         sha256=sha256(spec_text),
-        spec=quoted_spec(spec_text),
+        spec=list(quoted),
         about_backward=textwrap.wrap(
             f"backward(cache, seed) returns "
             f"{', '.join(f'seed * d{graph.output}/d{n}' for n in graph.wrt)} (a vector-Jacobian "
@@ -174,7 +158,7 @@ def imports_for(names):
     return [line for line in dict.fromkeys(lines) if line != "import numpy as np"]
 
 
-def render_layers(compiler, sched, graph, spec_text, source=None):
+def render_layers(compiler, sched, graph, spec_text, source=None, quoted=()):
     """The standalone module of a layer spec."""
     from .tensor_ops import TENSOR_OPS
 
@@ -232,7 +216,7 @@ def render_layers(compiler, sched, graph, spec_text, source=None):
         "layers.py.j2",
         source=source_label(source),
         sha256=sha256(spec_text),
-        spec=quoted_spec(spec_text),
+        spec=list(quoted),
         name=compiler.name,
         dtype=compiler.dtype,
         summary=_summary(compiler, graph),

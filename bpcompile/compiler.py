@@ -14,6 +14,7 @@ from .autodiff import schedule
 from .errors import SpecError
 from .frontend import build_graph, check_program, program_from_sympy
 from .parser import check_identifier, parse_expression, parse_program, Assignment
+from .quote import printed, spec_lines
 from .result import Compiled, load_module  # noqa: F401  (load_module is part of the API)
 from .spec import Spec
 
@@ -37,7 +38,7 @@ def compile_layers(spec, dtype=None):
     model = LayerCompiler(spec, reserved=codegen.module_globals(), dtype=dtype)
     graph = model.compile()
     sched = schedule(graph)
-    source = codegen.render_layers(model, sched, graph, spec.text, spec.file)
+    source = codegen.render_layers(model, sched, graph, spec.text, spec.file, spec_lines(spec.data))
     compiled = Compiled(model.name, graph, sched, source, spec, model=model)
     compiled.layers = model                       # the names the CLI reads today
     from .layers import check_layer_spec
@@ -96,7 +97,7 @@ def _compile_program_spec(spec):
         raise spec.relocate(err, key) from None
     graph = build_graph(assignments, inputs, output, wrt, name)
     sched = schedule(graph)
-    source = codegen.render_program(sched, graph, spec.text, spec.file)
+    source = codegen.render_program(sched, graph, spec.text, spec.file, spec_lines(spec.data))
     return Compiled(name, graph, sched, source, spec)
 
 
@@ -146,7 +147,7 @@ def compile_sympy(expr, inputs=None, wrt=None, output=None, name="model"):
     inputs, output, wrt = check_program(assignments, inputs, output, wrt)
     graph = build_graph(assignments, inputs, output, wrt, name)
     sched = schedule(graph)
-    source = codegen.render_program(sched, graph, sp.srepr(expr))
+    source = codegen.render_program(sched, graph, sp.srepr(expr), quoted=[f"expr: {printed(expr)}"])
     return Compiled(name, graph, sched, source)
 
 

@@ -72,6 +72,18 @@ class step(sp.Function):
         return sp.Piecewise((1, x > 0), (0, True))
 
 
+class matvec(sp.Function):
+    """W @ v in a cell equation: a matrix times each example's vector (a tensor
+    operation; the recurrent front end lowers it)."""
+
+    nargs = 2
+
+
+def matmul(W, v):
+    """How the parser builds `W @ v` in cell equations."""
+    return matvec(W, v, evaluate=False)
+
+
 class select(sp.Function):
     """a where m is nonzero, else b: how a masked (padding) step keeps its state."""
 

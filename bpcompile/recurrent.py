@@ -35,24 +35,16 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from . import layout, reuse
+from .quote import printed
 from .autodiff import schedule
 from .errors import SpecError
 from .frontend import _Lowering
 from .ir import Graph, Node
 from .naming import SymbolTable
 from .parser import Assignment, parse_program, symbol
+from .primitives import matmul as _matmul, matvec
 from .tensor_ops import TensorOp
 
-
-
-class matvec(sp.Function):
-    """W @ v in a cell equation: a matrix times each example's vector."""
-
-    nargs = 2
-
-
-def _matmul(W, v):
-    return matvec(W, v, evaluate=False)
 
 
 # --- the built-in cells, by their equations -------------------------------------------
@@ -715,7 +707,7 @@ class ScanCompiler:
             "backward_signature": layout.wrap(
                 f"def {self.fn}_backward({', '.join(backward_args)}, {n['need_dx']}=True):", 0),
             "states": states, "output": self.state_names[cell.output],
-            "equations": _docstring_lines(cell.text),
+            "equations": _docstring_lines(cell.equations),
             "x_slots": [{"weight": self.V(sl.weight), "bias": sl.bias and self.V(sl.bias)}
                         for sl in self.x_slots],
             "h_stacks": [(self.stack_names[s]["_Wh"], [self.V(sl.weight) for sl in slots],
@@ -737,12 +729,13 @@ class ScanCompiler:
         }
 
 
-def _docstring_lines(text):
+def _docstring_lines(equations):
+    """The cell's equations as parsed (never the spec's raw text), wrapped."""
     lines = []
-    for line in text.strip().splitlines():
-        lines += textwrap.wrap(line.strip(), layout.WIDTH - 8, break_long_words=False,
-                               subsequent_indent="    ") or [""]
-    return [line.replace("\\", "\\\\").replace('"""', '\\"\\"\\"') for line in lines]
+    for a in equations:
+        lines += textwrap.wrap(f"{a.target} = {printed(a.expr)}", layout.WIDTH - 8,
+                               break_long_words=False, subsequent_indent="    ")
+    return lines
 
 
 def _side_by_side(parts):

@@ -147,3 +147,21 @@ def test_model_size_limits_are_located_errors(layers, message):
     with pytest.raises(bpcompile.SpecError, match=message):
         bpcompile.compiler.compile_spec(bpcompile.compiler.load_spec(text, "s.yaml"))
     assert time.perf_counter() - start < 5
+
+
+def test_the_quoted_spec_holds_no_free_text():
+    """The module docstring quotes the spec rebuilt from its parsed parts: comments,
+    descriptions and odd characters of the spec's text never reach the module."""
+    mark = "PWNED_MARK"
+    text = (f"# {mark}1 \"\"\"\nname: m\ndescription: \"{mark}2 \\\"\\\"\\\"\"\ndtype: float64\n"
+            "input: {vocab: 4}\nlayers:\n  - embedding: 3\n"
+            f"  - activation: \"x * tanh(x)  # {mark}3\"\n"
+            "  - recurrent:\n      hidden: 2\n      equations: |\n"
+            f"        # {mark}4\n        h = tanh(W @ (U @ x) + h_prev)  # {mark}5 '''\n"
+            "  - linear: 3\nloss: softmax_cross_entropy\n")
+    compiled = bpcompile.compiler.compile_spec(bpcompile.compiler.load_spec(text, "s.yaml"))
+    assert mark not in compiled.source
+    doc = compiled.source.split('"""')[1]
+    assert "activation: \"x*tanh(x)\"" in doc and "h = tanh(W @ (U @ x) + h_prev)" in doc
+    assert "loss: softmax_cross_entropy" in doc
+    bpcompile.load_module(compiled.source)

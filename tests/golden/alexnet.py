@@ -39,36 +39,28 @@ and dtypes of x, y and params and raise ValueError on a mismatch.
 Needs only NumPy.
 Compiled from:
 
-    # AlexNet (Krizhevsky, Sutskever & Hinton 2012), single-tower form: five
-    # convolutional layers (the first 11x11 at stride 4), overlapping 3x3/stride-2
-    # max-pooling, three fully connected layers and a 1000-way softmax.
-    # Left out: local response normalisation and dropout (bpcompile has neither);
-    # the two-GPU split is merged into one tower of the same widths (96, 256, 384,
-    # 384, 256).  Input 227x227 so that the first layer gives 55x55.
-    # examples/alexnet_small.yaml is the same architecture at a reduced input size
-    # and width, small enough for a finite-difference check.
     name: alexnet
     input: [3, 227, 227]
     layers:
-      - conv2d: {out_channels: 96, kernel: 11, stride: 4}      # 55x55
+      - {conv2d: {out_channels: 96, kernel: 11, stride: 4}}
       - relu
-      - maxpool2d: {kernel: 3, stride: 2}                     # 27x27
-      - conv2d: {out_channels: 256, kernel: 5, padding: 2}     # 27x27
+      - {maxpool2d: {kernel: 3, stride: 2}}
+      - {conv2d: {out_channels: 256, kernel: 5, padding: 2}}
       - relu
-      - maxpool2d: {kernel: 3, stride: 2}                     # 13x13
-      - conv2d: {out_channels: 384, kernel: 3, padding: 1}
+      - {maxpool2d: {kernel: 3, stride: 2}}
+      - {conv2d: {out_channels: 384, kernel: 3, padding: 1}}
       - relu
-      - conv2d: {out_channels: 384, kernel: 3, padding: 1}
+      - {conv2d: {out_channels: 384, kernel: 3, padding: 1}}
       - relu
-      - conv2d: {out_channels: 256, kernel: 3, padding: 1}
+      - {conv2d: {out_channels: 256, kernel: 3, padding: 1}}
       - relu
-      - maxpool2d: {kernel: 3, stride: 2}                     # 6x6
-      - flatten                                               # 9216
-      - linear: 4096
+      - {maxpool2d: {kernel: 3, stride: 2}}
+      - flatten
+      - {linear: 4096}
       - relu
-      - linear: 4096
+      - {linear: 4096}
       - relu
-      - linear: 1000
+      - {linear: 1000}
     loss: softmax_cross_entropy
 """
 import numpy as np

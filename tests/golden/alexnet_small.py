@@ -39,32 +39,28 @@ and dtypes of x, y and params and raise ValueError on a mismatch.
 Needs only NumPy.
 Compiled from:
 
-    # AlexNet's architecture (examples/alexnet.yaml) at a reduced input size and
-    # width: same layer sequence, kernels, strides and paddings, 1/16 of the
-    # channels and units, a 67x67 input and 10 classes.  Used for the
-    # finite-difference check of the full architecture.
     name: alexnet_small
     input: [3, 67, 67]
     layers:
-      - conv2d: {out_channels: 6, kernel: 11, stride: 4}       # 15x15
+      - {conv2d: {out_channels: 6, kernel: 11, stride: 4}}
       - relu
-      - maxpool2d: {kernel: 3, stride: 2}                     # 7x7
-      - conv2d: {out_channels: 16, kernel: 5, padding: 2}      # 7x7
+      - {maxpool2d: {kernel: 3, stride: 2}}
+      - {conv2d: {out_channels: 16, kernel: 5, padding: 2}}
       - relu
-      - maxpool2d: {kernel: 3, stride: 2}                     # 3x3
-      - conv2d: {out_channels: 24, kernel: 3, padding: 1}
+      - {maxpool2d: {kernel: 3, stride: 2}}
+      - {conv2d: {out_channels: 24, kernel: 3, padding: 1}}
       - relu
-      - conv2d: {out_channels: 24, kernel: 3, padding: 1}
+      - {conv2d: {out_channels: 24, kernel: 3, padding: 1}}
       - relu
-      - conv2d: {out_channels: 16, kernel: 3, padding: 1}
+      - {conv2d: {out_channels: 16, kernel: 3, padding: 1}}
       - relu
-      - maxpool2d: {kernel: 3, stride: 2}                     # 1x1
+      - {maxpool2d: {kernel: 3, stride: 2}}
       - flatten
-      - linear: 256
+      - {linear: 256}
       - relu
-      - linear: 256
+      - {linear: 256}
       - relu
-      - linear: 10
+      - {linear: 10}
     loss: softmax_cross_entropy
 """
 import numpy as np

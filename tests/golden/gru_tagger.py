@@ -31,23 +31,20 @@ PARAMS; with state_grad=True they also return the initial state's gradients.
 Needs only NumPy.
 Compiled from:
 
-    # A user-defined recurrent cell: the GRU (Cho et al. 2014), written as equations.
-    # Parameters are the free names that are not x, a state or a previous state;
-    # their shapes come from the products they appear in (W_xz @ x: (hidden, input)).
     name: gru_tagger
     input: {vocab: 50}
     layers:
-      - embedding: 16
+      - {embedding: 16}
       - recurrent:
           name: gru
           hidden: 32
           state: [h]
           equations: |
-            z = sigmoid(W_xz @ x + W_hz @ h_prev + b_z)
-            r = sigmoid(W_xr @ x + W_hr @ h_prev + b_r)
-            n = tanh(W_xn @ x + W_hn @ (r * h_prev) + b_n)
-            h = (1 - z) * n + z * h_prev
-      - linear: 5
+            z = sigmoid(W_hz @ h_prev + W_xz @ x + b_z)
+            r = sigmoid(W_hr @ h_prev + W_xr @ x + b_r)
+            n = tanh(W_hn @ (h_prev*r) + W_xn @ x + b_n)
+            h = h_prev*z + n*(1 - z)
+      - {linear: 5}
     loss: softmax_cross_entropy
 """
 import numpy as np
@@ -496,10 +493,10 @@ def gru_cell_forward(xs, mask, h0, W_xz, W_hz, b_z, W_xr, W_hr, b_r, W_xn, W_hn,
     reverse=False):
     """The gru_cell cell over time, first step first (reverse=True: last step first):
 
-        z = sigmoid(W_xz @ x + W_hz @ h_prev + b_z)
-        r = sigmoid(W_xr @ x + W_hr @ h_prev + b_r)
-        n = tanh(W_xn @ x + W_hn @ (r * h_prev) + b_n)
-        h = (1 - z) * n + z * h_prev
+        z = sigmoid(W_hz @ h_prev + W_xz @ x + b_z)
+        r = sigmoid(W_hr @ h_prev + W_xr @ x + b_r)
+        n = tanh(W_hn @ (h_prev*r) + W_xn @ x + b_n)
+        h = h_prev*z + n*(1 - z)
 
     A padded step (mask 0) keeps the previous state. Returns the output
     sequence (B, T, 32), the final state, and what the backward pass needs (by name).

@@ -32,24 +32,21 @@ and dtypes of x, y and params and raise ValueError on a mismatch.
 Needs only NumPy.
 Compiled from:
 
-    # LeNet-5 (LeCun et al. 1998) for 28x28 images such as MNIST or Fashion-MNIST,
-    # with ReLU and max-pooling in place of the original squashing and subsampling.
-    #   bpcompile train examples/lenet5.yaml --data /usr/share/datasets/fashion-mnist
     name: lenet5
-    input: [1, 28, 28]            # (channels, height, width); x is (B, C, H, W)
+    input: [1, 28, 28]
     layers:
-      - conv2d: {out_channels: 6, kernel: 5, padding: 2}
+      - {conv2d: {out_channels: 6, kernel: 5, padding: 2}}
       - relu
-      - maxpool2d: {kernel: 2}    # stride defaults to the kernel
-      - conv2d: {out_channels: 16, kernel: 5}
+      - {maxpool2d: {kernel: 2}}
+      - {conv2d: {out_channels: 16, kernel: 5}}
       - relu
-      - maxpool2d: {kernel: 2, stride: 2}
+      - {maxpool2d: {kernel: 2, stride: 2}}
       - flatten
-      - linear: 120
+      - {linear: 120}
       - relu
-      - linear: 84
+      - {linear: 84}
       - relu
-      - linear: 10
+      - {linear: 10}
     loss: softmax_cross_entropy
     train: {epochs: 5, lr: 0.05, batch_size: 64}
 """

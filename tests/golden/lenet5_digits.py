@@ -32,23 +32,21 @@ and dtypes of x, y and params and raise ValueError on a mismatch.
 Needs only NumPy.
 Compiled from:
 
-    # A LeNet-style network sized for the embedded 8x8 digits (1 channel, 8x8).
-    #   bpcompile train examples/lenet5_digits.yaml
     name: lenet5_digits
     input: [1, 8, 8]
     layers:
-      - conv2d: {out_channels: 16, kernel: 3, padding: 1}   # 8x8
+      - {conv2d: {out_channels: 16, kernel: 3, padding: 1}}
       - relu
-      - maxpool2d: {kernel: 2}                              # 4x4
-      - conv2d: {out_channels: 32, kernel: 3, padding: 1}   # 4x4
+      - {maxpool2d: {kernel: 2}}
+      - {conv2d: {out_channels: 32, kernel: 3, padding: 1}}
       - relu
-      - maxpool2d: {kernel: 2}                              # 2x2
-      - flatten                                             # 128
-      - linear: 120
+      - {maxpool2d: {kernel: 2}}
+      - flatten
+      - {linear: 120}
       - relu
-      - linear: 84
+      - {linear: 84}
       - relu
-      - linear: 10
+      - {linear: 10}
     loss: softmax_cross_entropy
     train: {epochs: 30, lr: 0.05, batch_size: 16}
 """

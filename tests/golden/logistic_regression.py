@@ -24,13 +24,10 @@ its input. Needs only NumPy.
 
 Compiled from:
 
-    # The lecture's Case 1: logistic regression with two features, theta . x
-    # written per component.  J is the log-likelihood y* log y + (1-y*) log(1-y);
-    # ystar is the label y*.
     name: logistic_regression
     inputs: [theta0, theta1, theta2, x1, x2, ystar]
     program: |
-      a = theta0 + theta1*x1 + theta2*x2
+      a = theta2*x2 + (theta0 + theta1*x1)
       y = sigmoid(a)
       J = ystar*log(y) + (1 - ystar)*log(1 - y)
     wrt: [theta0, theta1, theta2, x1, x2]

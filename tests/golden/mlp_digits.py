@@ -24,17 +24,15 @@ and dtypes of x, y and params and raise ValueError on a mismatch.
 Needs only NumPy.
 Compiled from:
 
-    # A multiclass MLP for the embedded 8x8 UCI digits (64 pixels, 10 classes).
-    #   bpcompile train examples/mlp_digits.yaml
     name: digits_mlp
     dtype: float32
     input: [64]
     layers:
-      - linear: 128
-      - activation: \"x * tanh(softplus(x))\"   # Mish; its derivative comes from SymPy
-      - linear: {out: 10, bias: true, name: head}
+      - {linear: 128}
+      - {activation: "x*tanh(softplus(x))"}
+      - {linear: {out: 10, bias: true, name: head}}
     loss: softmax_cross_entropy
-    l2: 1.0e-4
+    l2: 0.0001
     train: {epochs: 30, lr: 0.05, batch_size: 16}
 """
 import numpy as np

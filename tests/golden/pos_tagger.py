@@ -38,16 +38,13 @@ with H the hidden size and layer k (suffix _reverse for the bwd direction),
 Needs only NumPy.
 Compiled from:
 
-    # A bidirectional LSTM part-of-speech tagger (the lecture's deep bidirectional
-    # LSTM), tagging each word with one of the 17 Universal Dependencies tags.
-    #   bpcompile train examples/pos_tagger.yaml --data treebank.conllu [--test other.conllu]
     name: pos_tagger
-    input: {vocab: 5000}             # word ids; rarer words map to <unk>
+    input: {vocab: 5000}
     layers:
-      - embedding: 64                # pos_tagger.embedding1.E: (5000, 64)
-      - lstm: {hidden: 64, bidirectional: true}
-      - linear: 17                   # applied at every time step
-    loss: softmax_cross_entropy      # per position, mean over unmasked positions
+      - {embedding: 64}
+      - {lstm: {hidden: 64, bidirectional: true}}
+      - {linear: 17}
+    loss: softmax_cross_entropy
     train: {epochs: 10, lr: 1.0, batch_size: 16}
 """
 import numpy as np
@@ -733,11 +730,11 @@ def lstm1_cell_forward(xs, mask, h0, c0, W_xi, W_hi, b_i, W_xf, W_hf, b_f, W_xc,
     W_ho, b_o, reverse=False):
     """The lstm1_cell cell over time, first step first (reverse=True: last step first):
 
-        i = sigmoid(W_xi @ x + W_hi @ h_prev + b_i)
-        f = sigmoid(W_xf @ x + W_hf @ h_prev + b_f)
-        c = f * c_prev + i * tanh(W_xc @ x + W_hc @ h_prev + b_c)
-        o = sigmoid(W_xo @ x + W_ho @ h_prev + b_o)
-        h = o * tanh(c)
+        i = sigmoid(W_hi @ h_prev + W_xi @ x + b_i)
+        f = sigmoid(W_hf @ h_prev + W_xf @ x + b_f)
+        c = c_prev*f + i*tanh(W_hc @ h_prev + W_xc @ x + b_c)
+        o = sigmoid(W_ho @ h_prev + W_xo @ x + b_o)
+        h = o*tanh(c)
 
     A padded step (mask 0) keeps the previous state. Returns the output
     sequence (B, T, 64), the final state, and what the backward pass needs (by name).

@@ -19,10 +19,9 @@ has the shape of its input. Needs only NumPy.
 
 Compiled from:
 
-    # The lecture's differentiation quiz #1: dy/dx and dy/dz at x = 2, z = 3.
     name: quiz
     inputs: [x, z]
-    expr: exp(x*z) + x*z/log(x) + sin(log(x))/(x*z)
+    expr: "((x*z)/log(x) + exp(x*z)) + sin(log(x))/((x*z))"
     check_at: {x: 2.0, z: 3.0}
 """
 import numpy as np

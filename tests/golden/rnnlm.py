@@ -38,17 +38,12 @@ with H the hidden size and layer k (suffix _reverse for the bwd direction),
 Needs only NumPy.
 Compiled from:
 
-    # An LSTM language model (the lecture's RNNLM): predict the next word.
-    #   bpcompile train examples/rnnlm.yaml --data corpus.txt
-    # Trained with truncated BPTT: the text is cut into batch_size rows and read
-    # in chunks of seq_len steps; each chunk starts from the previous chunk's
-    # final state, but no gradient flows back across the boundary.
     name: rnnlm
     input: {vocab: 10000}
     layers:
-      - embedding: 128
-      - lstm: {hidden: 256}
-      - linear: 10000
+      - {embedding: 128}
+      - {lstm: {hidden: 256}}
+      - {linear: 10000}
     loss: softmax_cross_entropy
     train: {epochs: 1, lr: 1.0, batch_size: 16, seq_len: 35}
 """
@@ -542,11 +537,11 @@ def lstm1_cell_forward(xs, mask, h0, c0, W_xi, W_hi, b_i, W_xf, W_hf, b_f, W_xc,
     W_ho, b_o, reverse=False):
     """The lstm1_cell cell over time, first step first (reverse=True: last step first):
 
-        i = sigmoid(W_xi @ x + W_hi @ h_prev + b_i)
-        f = sigmoid(W_xf @ x + W_hf @ h_prev + b_f)
-        c = f * c_prev + i * tanh(W_xc @ x + W_hc @ h_prev + b_c)
-        o = sigmoid(W_xo @ x + W_ho @ h_prev + b_o)
-        h = o * tanh(c)
+        i = sigmoid(W_hi @ h_prev + W_xi @ x + b_i)
+        f = sigmoid(W_hf @ h_prev + W_xf @ x + b_f)
+        c = c_prev*f + i*tanh(W_hc @ h_prev + W_xc @ x + b_c)
+        o = sigmoid(W_ho @ h_prev + W_xo @ x + b_o)
+        h = o*tanh(c)
 
     A padded step (mask 0) keeps the previous state. Returns the output
     sequence (B, T, 256), the final state, and what the backward pass needs (by name).

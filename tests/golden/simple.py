@@ -16,16 +16,14 @@ its input. Needs only NumPy.
 
 Compiled from:
 
-    # The lecture's simple example: J = cos(sin(x**2) + 3*x**2), written as the
-    # algorithm that evaluates it, one variable per line.
     name: simple
     inputs: [x]
     program: |
-      t  = x**2
+      t = x**2
       u1 = sin(t)
       u2 = 3*t
-      u  = u1 + u2
-      J  = cos(u)
+      u = u1 + u2
+      J = cos(u)
     output: J
     wrt: [x]
 """
