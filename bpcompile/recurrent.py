@@ -488,6 +488,20 @@ class ScanCompiler:
         groups += [[sl.weight for sl in slots] for slots in self.h_slots.values() if len(slots) > 1]
         return [g for g in groups if len(set(g)) == len(g)]
 
+    def _step_shapes(self):
+        """Each step value's shape for the memory planner: (B, n) when it varies by
+        example (it depends on x, a state or a pre-activation), (n,) when it is made of
+        parameters alone (and broadcasts)."""
+        params = {self.V(p) for p in self.cell.params}
+        shapes = {}
+        for node in self.graph:
+            if node.op == "input":
+                per_example = node.name not in params
+            else:
+                per_example = any(shapes.get(o) == ("B", "n") for o in node.node_operands())
+            shapes[node.name] = ("B", "n") if per_example else ("n",)
+        return shapes
+
     def _slot_names(self):
         """Names loop_top defines: columns of this step's own pre-activation buffers."""
         names = {str(block) for block, _ in self.blocks} | {str(sl.symbol) for sl in self.x_slots}
@@ -699,7 +713,7 @@ class ScanCompiler:
         results += [(s["init"], s["carry"]) for s in states]
         results += [(self.V(p), param_grads[p]) for p in cell.params]
         forward = reuse.plan(sched.forward, self.graph, {}, set(saved) | {s["value"] for s in states},
-                             fresh=self._slot_names())
+                             fresh=self._slot_names(), shapes=self._step_shapes())
         return {
             "fn": self.fn, "H": self.H, "n": n,
             "forward_signature": layout.wrap(

@@ -40,7 +40,7 @@ def later_reads(statements, kept=()):
     return later[::-1]
 
 
-def plan(statements, graph, adjoints, kept, consume=None, fresh=()):
+def plan(statements, graph, adjoints, kept, consume=None, fresh=(), shapes=None):
     """The statements with each one's memory decided: an elementwise statement
     writes into a dead temporary it reads (`out=`), an op with an `overwrite`
     form overwrites its dead operand 0, and where `consume` is given (the code
@@ -48,7 +48,8 @@ def plan(statements, graph, adjoints, kept, consume=None, fresh=()):
     later reads them.  `adjoints` maps node names to adjoint variables; `kept`
     names what is read after the statements (the cache, gradients, output, a
     loop's saved values); `fresh` names arrays made before the statements that
-    nothing else reads (a time step's own pre-activations).
+    nothing else reads (a time step's own pre-activations); `shapes` gives the
+    values' shapes where the graph's nodes have none.
 
     The policies of the three contexts: the batch code plans forward and
     backward together (here); a step of a loop over time plans its forward
@@ -57,7 +58,8 @@ def plan(statements, graph, adjoints, kept, consume=None, fresh=()):
     (`write_into`); the one-example step gives every value its own buffer
     (rowstep.py)."""
     node_of = {v: k for k, v in adjoints.items()}
-    shape = {n.name: tuple(n.shape) for n in graph if n.shape is not None}
+    shape = dict(shapes) if shapes is not None else \
+        {n.name: tuple(n.shape) for n in graph if n.shape is not None}
     shape.update({v: shape[k] for k, v in adjoints.items() if k in shape})
     owned, pinned = set(fresh), set()
     for s in statements:

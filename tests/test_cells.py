@@ -240,3 +240,15 @@ def test_more_cells_both_directions(equations, state):
 
 def test_cell_over_token_ids():
     assert_exact("h = sigmoid(W @ x + U @ h_prev) * tanh(W @ x + U @ h_prev)", vocab=5)
+
+
+# --- values made of parameters alone broadcast: they never lend memory to a batch value ------
+
+@pytest.mark.parametrize("equations", [
+    "h = h_prev + p + p",
+    "h = tanh(W @ h_prev + k + k)",
+    "a = 2*p\nh = tanh(a + W @ x) * a",
+])
+def test_a_value_of_parameters_alone_is_not_written_over(equations):
+    """`2*p` has shape (H,): the step's planner once wrote (B, H) into it."""
+    assert_exact(equations, inputs=4)
