@@ -244,7 +244,7 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=()):
         vocab=compiler.vocab,
         states=compiler.states,
         final_states=compiler.final_states,
-        functions=compiler.functions,
+        functions=[render("scan.py.j2", **context) for context in compiler.scans],
         notes=compiler.notes,
         seq_args=", mask=None, state=None" if compiler.sequence else "",
         seq_pass=", mask, state" if compiler.sequence else "",

@@ -15,6 +15,7 @@ import sympy as sp
 
 from .errors import SpecError
 from .frontend import _Lowering
+from . import sequence_layers
 from .ir import Graph, Node
 from .losses import LOSSES
 from .limits import MAX_LAYER_DEPTH, MAX_LAYERS, MAX_PARAMETERS
@@ -75,7 +76,7 @@ class LayerCompiler:
         self.graph.names = self.namer
         self.params = []
         self.layers = []
-        self.functions = []          # generated recurrent-layer functions (source text)
+        self.scans = []              # recurrent layers' loops over time (template contexts)
         self.states = []             # (state key, initial-state variable, size)
         self.final_states = []       # (tuple variable, state keys)
         self.notes = []              # paragraphs for the module docstring
@@ -84,13 +85,12 @@ class LayerCompiler:
         self.parameter_count = 0
 
     def _is_sequence(self):
-        from .sequence_layers import SEQUENCE_KINDS
         layers = self.spec.get("layers")
         kinds = set()
         for entry in layers if isinstance(layers, list) else []:
             kinds.add(entry if isinstance(entry, str) else
                       next(iter(entry)) if isinstance(entry, dict) and len(entry) == 1 else None)
-        return isinstance(self.spec.get("input"), dict) or bool(kinds & set(SEQUENCE_KINDS))
+        return isinstance(self.spec.get("input"), dict) or bool(kinds & set(sequence_layers.SEQUENCE_KINDS))
 
     def next_name(self, layer):
         """The next free default name of `layer`'s kind (for stacked layers), never the
@@ -181,6 +181,18 @@ class LayerCompiler:
     def error(self, layer, message, *path):
         return self.spec.error(f"{layer.label()}: {message}", "layers", layer.index - 1,
                                *(path and (layer.kind,) + path))
+
+    def positive_int(self, layer, key):
+        value = layer.options.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise self.error(layer, f"{key} must be a positive integer, got {_short(value)}", key)
+        return value
+
+    def flag(self, layer, key, default=False):
+        value = layer.options.get(key, default)
+        if not isinstance(value, bool):
+            raise self.error(layer, f"{key} must be true or false, got {_short(value)}", key)
+        return value
 
     def _options(self, layer, allowed):
         for key in layer.options:
@@ -320,18 +332,11 @@ def _shape_text(shape):
     return "(" + ", ".join(map(str, shape)) + ")"
 
 
-def _positive_int(compiler, layer, key):
-    value = layer.options.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise compiler.error(layer, f"{key} must be a positive integer, got {value!r}", key)
-    return value
-
-
 def _linear(compiler, layer, prev):
     compiler._options(layer, {"out", "bias"})
     if "out" not in layer.options:
         raise compiler.error(layer, "missing `out:` (the number of outputs)")
-    out = _positive_int(compiler, layer, "out")
+    out = compiler.positive_int(layer, "out")
     bias = layer.options.get("bias", True)
     if not isinstance(bias, bool):
         raise compiler.error(layer, f"bias must be true or false, got {bias!r}", "bias")
@@ -418,7 +423,7 @@ def _conv2d(compiler, layer, prev):
     channels, height, width = _image_input(compiler, layer, prev)
     if "out_channels" not in layer.options:
         raise compiler.error(layer, "missing `out_channels:`")
-    out_channels = _positive_int(compiler, layer, "out_channels")
+    out_channels = compiler.positive_int(layer, "out_channels")
     if "in_channels" in layer.options and layer.options["in_channels"] != channels:
         raise compiler.error(layer, f"in_channels is {layer.options['in_channels']!r}, but the input "
                              f"has {channels} channels", "in_channels")
@@ -462,7 +467,6 @@ def _flatten(compiler, layer, prev):
 
 
 def _sequence_builders():
-    from . import sequence_layers
     return {"embedding": sequence_layers.embedding,
             **{kind: sequence_layers.recurrent for kind in sequence_layers.RECURRENT_KINDS}}
 

@@ -8,7 +8,6 @@ returns the gradients by argument name; the node's joint rule unpacks them in
 argument order.
 """
 
-from . import codegen
 from .errors import SpecError
 from .ir import Node
 from .recurrent import ScanCompiler, lstm_equations, parse_cell, rnn_equations
@@ -26,39 +25,30 @@ with H the hidden size and layer k (suffix _reverse for the bwd direction),
 SEQUENCE_KINDS = RECURRENT_KINDS + ("embedding",)
 
 
-def _flag(compiler, layer, key, default=False):
-    value = layer.options.get(key, default)
-    if not isinstance(value, bool):
-        raise compiler.error(layer, f"{key} must be true or false, got {value!r}", key)
-    return value
-
-
 def embedding(compiler, layer, prev):
-    from .layers import _positive_int
     compiler._options(layer, {"dim"})
     if compiler.vocab is None or len(prev.shape) != 2:
         raise compiler.error(layer, "embedding needs token ids: write `input: {vocab: N}`")
     if "dim" not in layer.options:
         raise compiler.error(layer, "missing `dim:` (the embedding size)")
-    dim = _positive_int(compiler, layer, "dim")
+    dim = compiler.positive_int(layer, "dim")
     E = compiler.param(layer, "E", (compiler.vocab, dim), fan_in=1, fan_out=dim)
     return compiler.node(layer, "embedding", (prev.name, E.name), ("B", "T", dim))
 
 
 def recurrent(compiler, layer, prev):
     """rnn / lstm / recurrent: stacked layers and directions of one cell."""
-    from .layers import _positive_int
     allowed = {"hidden", "bidirectional", "layers"}
     allowed |= {"rnn": {"nonlinearity"}, "lstm": {"peephole"},
                 "recurrent": {"state", "equations", "output"}}[layer.kind]
     compiler._options(layer, allowed)
     if "hidden" not in layer.options:
         raise compiler.error(layer, "missing `hidden:` (the state size)")
-    hidden = _positive_int(compiler, layer, "hidden")
+    hidden = compiler.positive_int(layer, "hidden")
     depth = layer.options.get("layers", 1)
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise compiler.error(layer, f"layers must be a positive integer, got {depth!r}", "layers")
-    bidirectional = _flag(compiler, layer, "bidirectional")
+    bidirectional = compiler.flag(layer, "bidirectional")
     text, states, output = _cell_text(compiler, layer)
     if layer.kind == "lstm" and not layer.options.get("peephole") and TORCH_LAYOUT not in compiler.notes:
         compiler.notes.append(TORCH_LAYOUT)
@@ -91,7 +81,7 @@ def _cell_text(compiler, layer):
                                  "nonlinearity")
         return rnn_equations(nonlinearity), ["h"], "h"
     if layer.kind == "lstm":
-        return lstm_equations(_flag(compiler, layer, "peephole")), ["h", "c"], "h"
+        return lstm_equations(compiler.flag(layer, "peephole")), ["h", "c"], "h"
     text = layer.options.get("equations")
     if not isinstance(text, str):
         raise compiler.error(layer, "missing `equations:` (one `name = expression` per line)")
@@ -127,7 +117,7 @@ def _compile_cell(compiler, layer, name, text, states, output, hidden, prev):
             raise SpecError(f"{layer.label()}: {err.message}", located.file, located.line,
                             located.col) from None
         raise
-    compiler.functions.append(codegen.render("scan.py.j2", **scan.context(compiler.dtype)))
+    compiler.scans.append(scan.context(compiler.dtype))    # rendered by the code generator
     return (cell, scan), fn
 
 
