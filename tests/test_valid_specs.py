@@ -85,10 +85,12 @@ def test_duplicate_parameter_keys_are_refused_with_a_location():
     assert (info.value.line, info.value.col) == (5, 5)
 
 
+@pytest.mark.parametrize("size", [4, 1])
 @pytest.mark.parametrize("layers", [["relu"], ["tanh", "sigmoid"], [{"activation": "x*x"}]])
-def test_layer_spec_without_parameters(layers):
-    """`layers: [relu]` with mse once wrote an IndentationError into _sgd_step_one."""
-    spec = {"name": "m", "dtype": "float64", "input": [4], "layers": layers, "loss": "mse"}
+def test_layer_spec_without_parameters(layers, size):
+    """`layers: [relu]` with mse once wrote an IndentationError into _sgd_step_one, and with
+    one input (a float step that calls no ufunc) a signature ending in a bare `*`."""
+    spec = {"name": "m", "dtype": "float64", "input": [size], "layers": layers, "loss": "mse"}
     module = bpcompile.compile(spec)
     assert module.PARAMS == {}
     params, x, y = random_problem(module, batch=3, seed=0)
