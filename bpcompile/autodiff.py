@@ -272,10 +272,9 @@ def _assemble_parts(name, pieces, adjoint, namer, out):
     width = pieces[0][2]
     covered = [a for a, _, _, _ in pieces] == list(range(0, width, pieces[0][1] - pieces[0][0])) \
         and pieces[-1][1] == width
-    if covered:
-        code = f"np.concatenate([{', '.join(g for *_, g in pieces)}], axis=-1)"
-    else:
-        code = "_place([" + ", ".join(f"({a}, {g})" for a, _, _, g in pieces) + f"], {width})"
+    if not covered:     # every part of a fused block feeds the output: the front end checks
+        raise ValueError(f"the column parts of {name} do not cover it")
+    code = f"np.concatenate([{', '.join(g for *_, g in pieces)}], axis=-1)"
     step = f"d{out}/d{name} = [the adjoints of its column parts, side by side]"
     reads = frozenset(g for *_, g in pieces)
     if name in adjoint:

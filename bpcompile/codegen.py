@@ -13,6 +13,9 @@ from pathlib import Path
 import jinja2
 
 from . import __version__, layout, reuse, rowstep
+from .parser import symbol
+from .primitives import PRIMITIVES
+from .printer import to_numpy
 
 COMMENT_COLUMN = 40   # adjoint comments start here when the code is shorter
 
@@ -195,9 +198,11 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=()):
     if compiler.stacks:
         helpers.append("_side_by_side")
     loss = compiler.loss
-    if loss.link_helper:
-        helpers.append(loss.link_helper)
-        predict_return = f"{loss.link_helper}({compiler.logits})"
+    if loss.link in PRIMITIVES:      # an elementwise link prints as the primitive does
+        predict_return = to_numpy(PRIMITIVES[loss.link].build(symbol(compiler.logits)))
+    elif loss.link:
+        helpers.append(f"_{loss.link}")
+        predict_return = f"_{loss.link}({compiler.logits})"
     else:
         predict_return = compiler.logits
     initial = {var for _, var, _ in compiler.states}

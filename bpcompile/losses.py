@@ -12,7 +12,8 @@ from typing import Optional
 class Loss:
     name: str
     op: str                      # the fused tensor op computing it from the logits
-    link: str                    # what predict applies to the logits: "softmax", "sigmoid", ""
+    link: str                    # what predict applies to the logits: an elementwise primitive
+                                 # ("sigmoid"), a helper ("softmax" calls _softmax), or none
     predict_text: str            # what predict returns, for its docstring
     text: str                    # what the loss is, for the module docstring
     aux: tuple = ()              # extra values the op's forward returns, for its adjoint
@@ -22,11 +23,6 @@ class Loss:
     sequence_op: Optional[str] = None   # the per-position form for sequence specs
     sequence_aux: tuple = ()
     sequence_text: str = ""
-
-    @property
-    def link_helper(self):
-        """The helper function predict calls, if any."""
-        return f"_{self.link}" if self.link else None
 
 
 LOSSES = {loss.name: loss for loss in [

@@ -106,6 +106,11 @@ def parse_cell(text, states, hidden, input_size, output=None):
                 line, col = a.name_cols[name]
                 raise SpecError(f"{name!r} is used before it is assigned", line=line, col=col)
         defined.add(a.target)
+    used = {name for a in assignments for name in a.names}
+    for a in assignments:
+        if a.target not in states and a.target not in used:
+            raise SpecError(f"{a.target!r} is assigned but never used (a cell's values feed its "
+                            "new states)", line=a.line, col=a.col)
     output = output or states[0]
     if output not in states:
         raise SpecError(f"output {output!r} is not a state")
@@ -248,7 +253,7 @@ SCAN_LOCALS = ("xs", "mask", "reverse", "B", "T", "order", "full", "out", "t", "
                "saved", "dout", "need_dx", "_Wx", "_X", "_Xt", "_S", "_Hp", "_dX", "_dXt",
                "_dWx", "_dbx", "dxs", "_dx_direct")
 # What the generated functions call: never a local's name.
-SCAN_CALLS = ("_stacked", "_place", "_sigmoid")
+SCAN_CALLS = ("_stacked",)
 
 
 class ScanCompiler:

@@ -252,3 +252,23 @@ def test_cell_over_token_ids():
 def test_a_value_of_parameters_alone_is_not_written_over(equations):
     """`2*p` has shape (H,): the step's planner once wrote (B, H) into it."""
     assert_exact(equations, inputs=4)
+
+
+def test_a_value_that_feeds_no_state_is_a_located_error():
+    """An unused gate of a fused block once compiled into a module calling a missing helper."""
+    text = textwrap.dedent("""\
+        name: m
+        input: [3]
+        layers:
+          - recurrent:
+              hidden: 2
+              equations: |
+                a = sigmoid(W @ x + U @ h_prev)
+                b = sigmoid(V @ x + Q @ h_prev)
+                h = a * tanh(h_prev)
+          - linear: 2
+        loss: softmax_cross_entropy
+        """)
+    with pytest.raises(SpecError, match="'b' is assigned but never used") as info:
+        compile_spec(load_spec(text, "s.yaml"))
+    assert (info.value.line, info.value.col) == (8, 9)

@@ -48,11 +48,6 @@ def _matmul_steps(a, b):
     """a (..., n) @ b (n, m) as one 2-D matrix product over all leading axes."""
     return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
 
-# --- _sigmoid
-def _sigmoid(a):
-    """1 / (1 + exp(-a)) without overflow: exp(-softplus(-a))."""
-    return np.exp(-np.logaddexp(0, -a))
-
 # --- _sigmoid_binary_cross_entropy
 def _sigmoid_binary_cross_entropy(a, y):
     """(mean over the batch of the summed binary cross-entropy of sigmoid(a), sigmoid(a)).
