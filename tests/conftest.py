@@ -18,6 +18,13 @@ EXAMPLES = REPO / "examples"
 PROGRAM_EXAMPLES = ("quiz.yaml", "simple.yaml", "logistic_regression.yaml")
 
 
+def pytest_terminal_summary(terminalreporter):
+    """The random-spec test's counts of what it drew (issue 9 asks for them in every run)."""
+    random_specs = sys.modules.get("test_random_specs") or sys.modules.get("tests.test_random_specs")
+    for line in (random_specs.summary_lines() if random_specs else []):
+        terminalreporter.write_line(line)
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "wheel: builds the wheel and installs it into a fresh venv (slow, needs pip)")

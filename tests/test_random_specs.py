@@ -11,7 +11,7 @@ generated modules' own names, Python builtins and NumPy names.
     BPCOMPILE_NIGHTLY=1 python3 -m pytest tests/test_random_specs.py   # 3000 examples
     ... --hypothesis-show-statistics                               # what was drawn, per kind
 
-A summary of the kinds drawn is printed at the end of the session as well.
+A summary of the kinds drawn is printed at the end of the session (conftest.py).
 """
 
 import collections
@@ -19,7 +19,6 @@ import os
 import re
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, event, given, note, settings
 
 from bpcompile.compiler import compile_spec, load_module, load_spec
@@ -44,21 +43,13 @@ B, T = 2, 3
 COUNTS = collections.Counter()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _summary(request):
-    """Print how many specs of each kind were drawn (also without -s)."""
-    yield
+def summary_lines():
+    """How many specs of each kind were drawn: conftest.py prints them after the run."""
     if not COUNTS:
-        return
-    lines = ["", f"test_random_specs: what was drawn ({PROFILE} profile)"]
-    for key, count in sorted(COUNTS.items()):
-        lines.append(f"  {key:40s} {count}")
-    reporter = request.config.pluginmanager.getplugin("terminalreporter")
-    if reporter is not None:
-        for line in lines:
-            reporter.write_line(line)
-    else:
-        print("\n".join(lines))
+        return []
+    lines = [f"test_random_specs: what was drawn ({PROFILE} profile)"]
+    lines += [f"  {key:40s} {count}" for key, count in sorted(COUNTS.items())]
+    return lines
 
 
 def _count(label):
@@ -220,6 +211,7 @@ def test_random_spec_is_refused_with_a_location_or_correct(drawn, seed):
         compiled = compile_spec(load_spec(drawn.text, FILE))
     except SpecError as err:
         _count("outcome:refused")
+        _count("refused: " + err.message.split(":")[-1].strip()[:40])
         note(f"refused: {err}")
         check_refusal(err, drawn)
         return
