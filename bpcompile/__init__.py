@@ -3,13 +3,31 @@
     m = bpcompile.compile("exp(x*z) + x*z/log(x) + sin(log(x))/(x*z)")
     y, (dx, dz) = m.value_and_grad(2.0, 3.0)
     print(m.SOURCE)
+
+The names below are imported on first use, so that `bpcompile --help` does not
+wait for SymPy.
 """
 
-__version__ = "0.1.0"
+import importlib
 
-from .errors import SpecError  # noqa: E402
-from .compiler import compile, compile_file, graph, load_module  # noqa: E402
-from .primitives import sigmoid, softplus, relu  # noqa: E402
+from .errors import SpecError
+from .version import __version__
+
+_LAZY = {"compile": "compiler", "compile_file": "compiler", "graph": "compiler",
+         "load_module": "result", "sigmoid": "primitives", "softplus": "primitives",
+         "relu": "primitives"}
 
 __all__ = ["compile", "compile_file", "graph", "load_module", "SpecError",
            "sigmoid", "softplus", "relu", "__version__"]
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'bpcompile' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import jinja2
 
-from . import __version__, layout, reuse, rowstep
+from . import layout, reuse, rowstep
+from .version import __version__
 from .parser import symbol
 from .primitives import PRIMITIVES
 from .printer import to_numpy

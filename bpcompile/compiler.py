@@ -39,11 +39,7 @@ def compile_layers(spec, dtype=None):
     graph = model.compile()
     sched = schedule(graph)
     source = codegen.render_layers(model, sched, graph, spec.text, spec.file, spec_lines(spec.data))
-    compiled = Compiled(model.name, graph, sched, source, spec, model=model)
-    compiled.layers = model                       # the names the CLI reads today
-    from .layers import check_layer_spec
-    compiled.check = lambda args: check_layer_spec(spec, args)
-    return compiled
+    return Compiled(model.name, graph, sched, source, spec, model=model)
 
 
 def compile_file(path):

@@ -482,30 +482,3 @@ LAYER_KINDS = {
     "activation": _user_activation,
     **{kind: _activation(kind) for kind in ACTIVATIONS},
 }
-
-
-def float64_module(spec):
-    """The spec's module compiled at float64, for finite-difference checks."""
-    from .compiler import compile_layers
-    from .result import load_module
-    compiled = compile_layers(spec, dtype="float64")
-    return load_module(compiled.source, compiled.name)
-
-
-def check_layer_spec(spec, args):
-    """`bpcompile check` for a layer spec: float64 gradients vs central differences."""
-    from .gradcheck import layer_gradient_errors, random_problem
-    module = float64_module(spec)
-    params, x, y = random_problem(module, batch=3, seed=args.seed)
-    # sequence losses are means over many positions of a large softmax, so their gradient
-    # entries are tiny: a larger step keeps rounding noise small, and Richardson
-    # extrapolation keeps the truncation error small
-    step = 1e-3 if module.SEQUENCE else 1e-6
-    errors = layer_gradient_errors(module, params, x, y, max_entries=30, seed=args.seed, h=step,
-                                   richardson=module.SEQUENCE)
-    for key, err in errors.items():
-        print(f"dJ/d{key}: relative error {err:.2e}")
-    worst = max(errors.values())
-    verdict = "ok" if worst <= args.tol else f"FAILED (tolerance {args.tol:g})"
-    print(f"max relative error {worst:.2e} (float64, batch 3, up to 30 entries per parameter): {verdict}")
-    return 0 if worst <= args.tol else 1

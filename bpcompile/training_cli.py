@@ -82,14 +82,14 @@ def run_training(args):
     from . import datasets, train
     check_outputs(args)
     compiled = compile_file(args.spec)
-    if not hasattr(compiled, "layers"):
+    if compiled.model is None:
         raise SpecError("train needs a layer spec (with `layers:` and `loss:`)", args.spec, 1, 1)
     settings = training_settings(compiled.spec, args)
     module = load_module(compiled.source, compiled.name)
-    if compiled.layers.sequence:
+    if compiled.model.sequence:
         return run_sequence_training(compiled, module, settings, args)
     try:
-        data = fit_to_module(module, datasets.load_dataset(args.data, dtype=compiled.layers.dtype))
+        data = fit_to_module(module, datasets.load_dataset(args.data, dtype=compiled.model.dtype))
     except DATA_ERRORS as err:
         raise SpecError(f"cannot load data: {err}", clip(args.data), 1, 1) from None
     if data[0].shape[1:] != tuple(module.INPUT_SHAPE):

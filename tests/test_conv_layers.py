@@ -10,7 +10,7 @@ import pytest
 from bpcompile.cli import main
 from bpcompile.compiler import compile_file, compile_spec, load_module, load_spec
 from bpcompile.gradcheck import layer_gradient_errors, random_problem
-from bpcompile.layers import float64_module
+from bpcompile.check import float64_module
 
 TOL = 1e-6
 

@@ -34,8 +34,6 @@ def _cli(*argv, cwd, **kwargs):
 
 # --- --help and --version -------------------------------------------------------------------
 
-@pytest.mark.xfail(strict=True, reason="bpcompile/__init__.py imports the compiler (SymPy) "
-                   "eagerly; it must import it on first use for --help to skip SymPy")
 def test_help_and_version_import_neither_sympy_nor_numpy(tmp_path):
     probe = ("import sys, runpy; sys.argv = ['bpcompile', '--version']\n"
              "try:\n    runpy.run_module('bpcompile.cli', run_name='__main__')\n"
