@@ -14,8 +14,8 @@ from .errors import SpecError
 from .version import __version__
 
 _LAZY = {"compile": "compiler", "compile_file": "compiler", "graph": "compiler",
-         "load_module": "result", "sigmoid": "primitives", "softplus": "primitives",
-         "relu": "primitives"}
+         "load_module": "result", "sigmoid": "core.primitives", "softplus": "core.primitives",
+         "relu": "core.primitives"}
 
 __all__ = ["compile", "compile_file", "graph", "load_module", "SpecError",
            "sigmoid", "softplus", "relu", "__version__"]

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import sympy as sp
 
-from . import codegen
-from .autodiff import schedule
+from .codegen import render
+from .core.autodiff import schedule
 from .errors import SpecError
-from .frontend import build_graph, check_program, program_from_sympy
-from .parser import check_identifier, parse_expression, parse_program, Assignment
-from .quote import printed, spec_lines
+from .frontends.programs import build_graph, check_program, program_from_sympy
+from .core.parser import check_identifier, parse_expression, parse_program, Assignment
+from .frontends.quote import printed, spec_lines
 from .result import Compiled, load_module  # noqa: F401  (load_module is part of the API)
-from .spec import Spec
+from .frontends.spec import Spec
 
 PROGRAM_KEYS = {"name", "inputs", "program", "expr", "output", "wrt", "check_at", "description"}
 
@@ -34,11 +34,11 @@ def compile_spec(spec):
 
 def compile_layers(spec, dtype=None):
     """A layer spec -> Compiled (at `dtype` instead of the spec's, if given)."""
-    from .layers import LayerCompiler   # the tensor front end
-    model = LayerCompiler(spec, reserved=codegen.module_globals(), dtype=dtype)
+    from .frontends.layers import LayerCompiler   # the tensor front end
+    model = LayerCompiler(spec, reserved=render.module_globals(), dtype=dtype)
     graph = model.compile()
     sched = schedule(graph)
-    source = codegen.render_layers(model, sched, graph, spec.text, spec.file, spec_lines(spec.data))
+    source = render.render_layers(model, sched, graph, spec.text, spec.file, spec_lines(spec.data))
     return Compiled(model.name, graph, sched, source, spec, model=model)
 
 
@@ -93,7 +93,7 @@ def _compile_program_spec(spec):
         raise spec.relocate(err, key) from None
     graph = build_graph(assignments, inputs, output, wrt, name)
     sched = schedule(graph)
-    source = codegen.render_program(sched, graph, spec.text, spec.file, spec_lines(spec.data))
+    source = render.render_program(sched, graph, spec.text, spec.file, spec_lines(spec.data))
     return Compiled(name, graph, sched, source, spec)
 
 
@@ -143,7 +143,7 @@ def compile_sympy(expr, inputs=None, wrt=None, output=None, name="model"):
     inputs, output, wrt = check_program(assignments, inputs, output, wrt)
     graph = build_graph(assignments, inputs, output, wrt, name)
     sched = schedule(graph)
-    source = codegen.render_program(sched, graph, sp.srepr(expr), quoted=[f"expr: {printed(expr)}"])
+    source = render.render_program(sched, graph, sp.srepr(expr), quoted=[f"expr: {printed(expr)}"])
     return Compiled(name, graph, sched, source)
 
 

@@ -30,7 +30,7 @@ def pytest_configure(config):
         "markers", "wheel: builds the wheel and installs it into a fresh venv (slow, needs pip)")
 
 
-# --- finite differences (deliberately not bpcompile.gradcheck) ---------------------
+# --- finite differences (deliberately not bpcompile.training.gradcheck) ---------------------
 
 def fd_gradient(f, args, index, h=1e-3):
     """d sum(f(*args)) / d args[index], entry by entry: fourth-order central differences

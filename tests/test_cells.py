@@ -10,7 +10,7 @@ import pytest
 import bpcompile
 from bpcompile.compiler import compile_spec, load_spec
 from bpcompile.errors import SpecError
-from bpcompile.gradcheck import relative_error
+from bpcompile.training.gradcheck import relative_error
 
 TOL = 1e-6
 STEP = 1e-5

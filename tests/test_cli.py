@@ -10,7 +10,7 @@ import pytest
 
 import bpcompile
 from bpcompile import compile_file, load_module
-from bpcompile.cli import main
+from bpcompile.cli.main import main
 
 from conftest import EXAMPLES, PROGRAM_EXAMPLES, run_bpcompile, write
 

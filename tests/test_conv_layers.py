@@ -7,10 +7,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from bpcompile.cli import main
+from bpcompile.cli.main import main
 from bpcompile.compiler import compile_file, compile_spec, load_module, load_spec
-from bpcompile.gradcheck import layer_gradient_errors, random_problem
-from bpcompile.check import float64_module
+from bpcompile.training.gradcheck import layer_gradient_errors, random_problem
+from bpcompile.training.check import float64_module
 
 TOL = 1e-6
 
@@ -120,8 +120,8 @@ def test_generated_conv_code_has_no_add_at_and_no_python_loops_over_examples():
 
 
 def test_lenet5_digits_reaches_97_percent():
-    from bpcompile import datasets, train
-    from bpcompile.training_cli import fit_to_module
+    from bpcompile.training import datasets, train
+    from bpcompile.cli.train_command import fit_to_module
     compiled = compile_file("examples/lenet5_digits.yaml")
     module = load_module(compiled.source, compiled.name)
     data = fit_to_module(module, datasets.load_digits("float32"))

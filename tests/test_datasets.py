@@ -1,4 +1,4 @@
-"""Tests for bpcompile.datasets: bundled digits, .npz files, IDX/MNIST files, dispatch."""
+"""Tests for bpcompile.training.datasets: bundled digits, .npz files, IDX/MNIST files, dispatch."""
 
 import gzip
 import importlib.resources
@@ -8,7 +8,7 @@ import struct
 import numpy as np
 import pytest
 
-from bpcompile import datasets
+from bpcompile.training import datasets
 
 FIRST_TRAIN_LABELS = [4, 9, 5, 8, 5, 3, 3, 9, 7, 1]
 

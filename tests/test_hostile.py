@@ -13,9 +13,9 @@ import pytest
 
 import bpcompile
 from bpcompile import SpecError, limits
-from bpcompile.cli import main
+from bpcompile.cli.main import main
 from bpcompile.compiler import compile_spec, load_module, load_spec
-from bpcompile.output import check_output, generated_by_us
+from bpcompile.cli.output import check_output, generated_by_us
 
 from conftest import EXAMPLES, REPO
 
@@ -45,7 +45,7 @@ def test_help_and_version_import_neither_sympy_nor_numpy(tmp_path):
 
 
 def test_cli_module_itself_imports_no_sympy_or_numpy_at_the_top():
-    text = (REPO / "bpcompile" / "cli.py").read_text()
+    text = (REPO / "bpcompile" / "cli" / "main.py").read_text()
     top = [line for line in text.splitlines() if line.startswith(("import ", "from "))]
     assert not [line for line in top if "numpy" in line or "sympy" in line or "compiler" in line]
 
@@ -173,8 +173,8 @@ def test_devices_and_sockets_are_refused_even_with_force(tmp_path, monkeypatch, 
     target.write_text("")
     real = os.stat(target)
     fake = os.stat_result((kind | 0o666,) + tuple(real)[1:])
-    monkeypatch.setattr("bpcompile.output.os.lstat", lambda path: fake)
-    monkeypatch.setattr("bpcompile.output.os.stat", lambda path: fake)
+    monkeypatch.setattr("bpcompile.cli.output.os.lstat", lambda path: fake)
+    monkeypatch.setattr("bpcompile.cli.output.os.stat", lambda path: fake)
     with pytest.raises(SpecError, match="device|socket"):
         check_output(target, force=True)
 
@@ -271,7 +271,7 @@ def test_train_into_a_closed_pipe_ends_quietly(tmp_path):
 
 
 def test_train_api_refuses_a_nan_learning_rate():
-    from bpcompile import train
+    from bpcompile.training import train
     module = load_module(
         compile_spec(
             load_spec(MLP)).source)

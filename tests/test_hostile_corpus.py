@@ -326,8 +326,8 @@ def _alarm(signum, frame):
 
 
 def run_in_process(folder, argv):
-    """(status, stderr, seconds, changed) of bpcompile.cli.main(argv) run in `folder`."""
-    from bpcompile.cli import main
+    """(status, stderr, seconds, changed) of bpcompile.cli.main.main(argv) run in `folder`."""
+    from bpcompile.cli.main import main
     before = _snapshot(folder)
     here = os.getcwd()
     out, err = io.StringIO(), io.StringIO()

@@ -1,4 +1,4 @@
-"""Random YAML documents and random command lines, run through `bpcompile.cli.main`
+"""Random YAML documents and random command lines, run through `bpcompile.cli.main.main`
 in a temporary folder: never a traceback or an internal error; exit status 0 or
 1 (2 only for a usage error from argparse, which prints `usage:`)."""
 
@@ -9,7 +9,7 @@ import os
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from bpcompile.cli import main
+from bpcompile.cli.main import main
 
 KEYS = ["name", "inputs", "expr", "program", "output", "wrt", "check_at", "description", "input",
         "layers", "loss", "l2", "dtype", "train", "linear", "lstm", "hidden", "epochs", "lr",

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from bpcompile.cli import main
+from bpcompile.cli.main import main
 
 HEADER = "name: net\ninput: [4]\nlayers:\n"
 

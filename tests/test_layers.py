@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bpcompile.compiler import compile_spec, load_module, load_spec
-from bpcompile.gradcheck import layer_gradient_errors, random_problem
+from bpcompile.training.gradcheck import layer_gradient_errors, random_problem
 
 TOL = 1e-6
 
@@ -237,7 +237,7 @@ def test_generated_layer_module_runs_without_bpcompile_sympy_or_jinja(tmp_path):
 
 
 def test_mlp_digits_example_reaches_95_percent(capsys):
-    from bpcompile import datasets, train
+    from bpcompile.training import datasets, train
     from bpcompile.compiler import compile_file
     compiled = compile_file("examples/mlp_digits.yaml")
     module = load_module(compiled.source, compiled.name)

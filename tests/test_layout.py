@@ -4,7 +4,7 @@ import ast
 
 from hypothesis import given, settings, strategies as st
 
-from bpcompile import layout
+from bpcompile.codegen import layout
 
 NAMES = st.sampled_from(["a", "dJ_dlinear1_W", "lstm1_cell_saved", "x", "embedding1_E", "mask",
                          "dJ_dlstm1_bwd_W_hf", "n", "total"])

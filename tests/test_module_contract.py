@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import bpcompile
-from bpcompile.gradcheck import random_problem
+from bpcompile.training.gradcheck import random_problem
 
 MLP = {"name": "mlp", "dtype": "float64", "input": [3], "layers": [{"linear": 4}, "tanh", {"linear": 2}],
        "loss": "softmax_cross_entropy"}

@@ -19,11 +19,12 @@ import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 
 import bpcompile
-from bpcompile import inplace, printer
-from bpcompile.inplace import ufunc_call, ufunc_statements
-from bpcompile.primitives import (BY_HEAD, CALLABLE, IN_PARTIALS, PRIMITIVES, SYMPY_HEADS,
+from bpcompile.memory import inplace
+from bpcompile.core import printer
+from bpcompile.memory.inplace import ufunc_call, ufunc_statements
+from bpcompile.core.primitives import (BY_HEAD, CALLABLE, IN_PARTIALS, PRIMITIVES, SYMPY_HEADS,
                                   relu, select, sigmoid, softplus, step)
-from bpcompile.printer import NUMPY_FUNCTIONS, to_numpy
+from bpcompile.core.printer import NUMPY_FUNCTIONS, to_numpy
 
 from conftest import fd_elementwise, pointwise_rel_err
 

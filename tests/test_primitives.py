@@ -9,10 +9,10 @@ import pytest
 import sympy as sp
 
 import bpcompile
-from bpcompile.primitives import CALLABLE, PRIMITIVES, relu, sigmoid, softplus, step
+from bpcompile.core.primitives import CALLABLE, PRIMITIVES, relu, sigmoid, softplus, step
 
 try:
-    from bpcompile.primitives import select
+    from bpcompile.core.primitives import select
 except ImportError:          # older tables have no masking primitive
     select = None
 

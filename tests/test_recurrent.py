@@ -6,9 +6,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from bpcompile.cli import main
+from bpcompile.cli.main import main
 from bpcompile.compiler import compile_file, compile_spec, load_module, load_spec
-from bpcompile.gradcheck import relative_error
+from bpcompile.training.gradcheck import relative_error
 
 TOL = 1e-6
 H = 1e-4       # central-difference step: truncation ~H**2, far below TOL in float64

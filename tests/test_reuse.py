@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pytest
 
-from bpcompile.gradcheck import random_problem
+from bpcompile.training.gradcheck import random_problem
 
 from test_layers import module_from, spec_text
 

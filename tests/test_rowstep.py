@@ -11,11 +11,11 @@ import sympy as sp
 from hypothesis import assume, given, settings, strategies as st
 
 from bpcompile.errors import SpecError
-from bpcompile.gradcheck import numerical_gradient, random_problem
-from bpcompile.inplace import ufunc_statements
-from bpcompile.parser import parse_expression, symbol
-from bpcompile.primitives import relu, step
-from bpcompile.printer import to_numpy
+from bpcompile.training.gradcheck import numerical_gradient, random_problem
+from bpcompile.memory.inplace import ufunc_statements
+from bpcompile.core.parser import parse_expression, symbol
+from bpcompile.core.primitives import relu, step
+from bpcompile.core.printer import to_numpy
 
 from test_layers import module_from, spec_text
 

@@ -1,4 +1,4 @@
-"""Tests for bpcompile.sequences: padding, bucketing, BPTT chunks, CoNLL-U, tokenizer, vocabulary."""
+"""Tests for bpcompile.training.sequences: padding, bucketing, BPTT chunks, CoNLL-U, tokenizer, vocabulary."""
 
 import gzip
 import os
@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from bpcompile import sequences as sq
-from bpcompile.sequences import Vocabulary
+from bpcompile.training import sequences as sq
+from bpcompile.training.sequences import Vocabulary
 
 
 # ---------------------------------------------------------------------------

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bpcompile import compile_file
-from bpcompile.cli import main
+from bpcompile.cli.main import main
 
 from conftest import EXAMPLES
 

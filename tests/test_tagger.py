@@ -4,7 +4,7 @@ whose words need their context (flies: noun or verb; like: verb or adposition)."
 import io
 
 from bpcompile.compiler import compile_file, load_module
-from bpcompile.seqtrain import UPOS, tagger_accuracy, train_tagger
+from bpcompile.training.seqtrain import UPOS, tagger_accuracy, train_tagger
 
 SENTENCES = [
     [("time", "NOUN"), ("flies", "VERB"), ("like", "ADP"), ("an", "DET"), ("arrow", "NOUN")],
@@ -30,7 +30,7 @@ def test_pos_tagger_learns_the_four_sentences():
 
 def test_language_model_trains_with_truncated_bptt_and_reports_perplexity(tmp_path):
     from bpcompile.compiler import compile_spec, load_spec
-    from bpcompile.seqtrain import perplexity, train_language_model
+    from bpcompile.training.seqtrain import perplexity, train_language_model
     spec = load_spec(open("examples/rnnlm.yaml").read().replace("vocab: 10000", "vocab: 12")
                      .replace("embedding: 128", "embedding: 8").replace("hidden: 256", "hidden: 16")
                      .replace("linear: 10000", "linear: 12"), "rnnlm_small.yaml")
@@ -51,7 +51,7 @@ def test_language_model_trains_with_truncated_bptt_and_reports_perplexity(tmp_pa
 
 
 def test_train_cli_on_conllu_and_text_files(tmp_path, capsys):
-    from bpcompile.cli import main
+    from bpcompile.cli.main import main
     conllu = tmp_path / "tiny.conllu"
     lines = []
     for sentence in SENTENCES * 3:

@@ -1,4 +1,4 @@
-"""Tests for bpcompile.train: SGD loop, evaluation, parameter files, PNG curves.
+"""Tests for bpcompile.training.train: SGD loop, evaluation, parameter files, PNG curves.
 
 The module under training is a hand-written softmax regression that follows
 the generated-module contract, so these tests do not depend on the compiler.
@@ -12,7 +12,7 @@ import zlib
 import numpy as np
 import pytest
 
-from bpcompile import datasets, train as tr
+from bpcompile.training import datasets, train as tr
 
 
 class SoftmaxRegression:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import bpcompile
-from bpcompile.gradcheck import layer_gradient_errors, random_problem
-from bpcompile.naming import LAYER_LOCALS, MODULE_GLOBALS
+from bpcompile.training.gradcheck import layer_gradient_errors, random_problem
+from bpcompile.core.naming import LAYER_LOCALS, MODULE_GLOBALS
 
 
 def _mlp(name, loss="mse"):

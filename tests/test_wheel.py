@@ -71,7 +71,10 @@ def venv(wheel, tmp_path_factory):
 def test_wheel_contains_the_package_and_the_program_template(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
     assert "bpcompile/templates/program.py.j2" in names
-    assert "bpcompile/__init__.py" in names and "bpcompile/cli.py" in names
+    sources = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "bpcompile").rglob("*.py")
+                     if "__pycache__" not in p.parts)
+    assert "bpcompile/cli/main.py" in sources
+    assert [s for s in sources if s not in names] == []      # every subpackage is packaged
     entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "bpcompile = bpcompile.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 

@@ -12,9 +12,9 @@ import math
 
 import sympy as sp
 
-from .errors import SpecError
-from .parser import IDENTIFIER, parse_expression, parse_program
-from .primitives import matmul, matvec
+from ..errors import SpecError
+from ..core.parser import IDENTIFIER, parse_expression, parse_program
+from ..core.primitives import matmul, matvec
 
 # keys whose string value is an expression, and how to parse it
 PROGRAMS = {"program": {}, "equations": {"matmul": matmul}}

@@ -8,10 +8,10 @@ returns the gradients by argument name; the node's joint rule unpacks them in
 argument order.
 """
 
-from .errors import SpecError
-from .ir import Node
+from ..errors import SpecError
+from ..core.ir import Node
 from .recurrent import ScanCompiler, lstm_equations, parse_cell, rnn_equations
-from .tensor_ops import TensorOp
+from ..core.tensor_ops import TensorOp
 
 RECURRENT_KINDS = ("rnn", "lstm", "recurrent")
 
@@ -93,7 +93,7 @@ def _cell_text(compiler, layer):
     for k, s in enumerate(states):
         if s in states[:k]:
             raise compiler.error(layer, f"state {s!r} is listed twice", "state")
-    from .parser import check_identifier
+    from ..core.parser import check_identifier
     for s in states:
         try:
             check_identifier(s, "state")

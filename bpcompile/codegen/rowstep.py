@@ -21,11 +21,11 @@ step non-reentrant: the module says so.
 from dataclasses import dataclass, field
 
 from . import layout
-from .inplace import ufunc_statements
-from .parser import symbol
-from .primitives import PRIMITIVES
-from .printer import to_numpy
-from .tensor_ops import TENSOR_OPS
+from ..memory.inplace import ufunc_statements
+from ..core.parser import symbol
+from ..core.primitives import PRIMITIVES
+from ..core.printer import to_numpy
+from ..core.tensor_ops import TENSOR_OPS
 
 
 @dataclass
@@ -259,12 +259,12 @@ class _Renderer:
             self.emit([line.format(*fields["operands"], np=self.np, **fields["named"]) for line in rule.forward],
                       f"{s.target} = {s.code}")
         elif not is_scalar(self.graph, node.name):
-            from .autodiff import forward_expr
+            from ..core.autodiff import forward_expr
             out = str(self.value(node.name))
             self.emit(self.elementwise_into(forward_expr(node), out, self.row_shape(node.name)),
                       f"{node.name} = {s.code}")
         else:       # floats: the plain expression
-            from .autodiff import forward_expr
+            from ..core.autodiff import forward_expr
             self.emit([f"{s.target} = {to_numpy(self.renamed(forward_expr(node)))}"])
 
     def fields(self, node, rule, g=None, adj=None):

@@ -18,7 +18,7 @@ which a ufunc converts faster than a Python float).
 
 import sympy as sp
 
-from .primitives import BY_HEAD
+from ..core.primitives import BY_HEAD
 
 # SymPy function -> (ufunc, SymPy args -> the ufunc's arguments): the records'
 # `ufunc` forms (primitives.py), not a table of its own.
@@ -41,7 +41,7 @@ def ufunc_call(expr):
     """(ufunc, argument expressions) of a power or function at the top of expr, or None.
 
     The one table of single-ufunc forms that both in-place printers (this
-    module's and reuse.py's) read; sums and products are theirs.  A record's
+    module's and planner.py's) read; sums and products are theirs.  A record's
     ufunc arguments may be compound (sigmoid divides two subexpressions)."""
     kind, args = type(expr), expr.args
     if expr.is_Pow:

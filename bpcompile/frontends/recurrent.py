@@ -34,16 +34,17 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from . import layout, reuse
+from ..codegen import layout
+from ..memory import planner
 from .quote import printed
-from .autodiff import schedule
-from .errors import SpecError
-from .frontend import _Lowering
-from .ir import Graph, Node
-from .naming import SymbolTable
-from .parser import Assignment, parse_program, symbol
-from .primitives import matmul as _matmul, matvec
-from .tensor_ops import TensorOp
+from ..core.autodiff import schedule
+from ..errors import SpecError
+from .programs import _Lowering
+from ..core.ir import Graph, Node
+from ..core.naming import SymbolTable
+from ..core.parser import Assignment, parse_program, symbol
+from ..core.primitives import matmul as _matmul, matvec
+from ..core.tensor_ops import TensorOp
 
 
 
@@ -425,7 +426,7 @@ class ScanCompiler:
         Reorders the stacked slots so each group is contiguous; rewrites
         `rewritten` in place; returns (block symbol, activation, block name, parts).
         """
-        from .primitives import sigmoid
+        from ..core.primitives import sigmoid
         symbols = {s.symbol: s for s in self.x_slots}
         uses = {}
         for _, expr in rewritten:
@@ -574,7 +575,7 @@ class ScanCompiler:
         """(backward statements, adjoints written): stacked products' adjoints that one
         elementwise statement computes go straight into their columns of _dX[t]."""
         columns = {adjoint: dest for adjoint, dest in self._dx_columns() if adjoint}
-        return reuse.write_into(self.schedule.backward, columns)
+        return planner.write_into(self.schedule.backward, columns)
 
     @property
     def direct_adjoints(self):
@@ -717,7 +718,7 @@ class ScanCompiler:
         results = [(n["xs"], n["dxs"]), (n["mask"], "None")]
         results += [(s["init"], s["carry"]) for s in states]
         results += [(self.V(p), param_grads[p]) for p in cell.params]
-        forward = reuse.plan(sched.forward, self.graph, {}, set(saved) | {s["value"] for s in states},
+        forward = planner.plan(sched.forward, self.graph, {}, set(saved) | {s["value"] for s in states},
                              fresh=self._slot_names(), shapes=self._step_shapes())
         return {
             "fn": self.fn, "H": self.H, "n": n,
@@ -770,7 +771,7 @@ def _terms(expr):
 
 
 def _text(expr):
-    from .printer import to_numpy
+    from ..core.printer import to_numpy
     return to_numpy(expr.replace(lambda e: isinstance(e, matvec),
                                  lambda e: sp.Symbol(f"{e.args[0]} @ {e.args[1]}")))
 

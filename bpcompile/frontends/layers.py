@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .errors import SpecError
-from .frontend import _Lowering
+from ..errors import SpecError
+from .programs import _Lowering
 from . import sequence_layers
-from .ir import Graph, Node
-from .losses import LOSSES
-from .limits import MAX_LAYER_DEPTH, MAX_LAYERS, MAX_PARAMETERS
-from .naming import LAYER_LOCALS, SymbolTable
-from .parser import check_identifier, parse_expression, symbol, Assignment
+from ..core.ir import Graph, Node
+from ..core.losses import LOSSES
+from ..limits import MAX_LAYER_DEPTH, MAX_LAYERS, MAX_PARAMETERS
+from ..core.naming import LAYER_LOCALS, SymbolTable
+from ..core.parser import check_identifier, parse_expression, symbol, Assignment
 
 LAYER_SPEC_KEYS = {"name", "dtype", "input", "layers", "loss", "l2", "train", "description"}
 TRAIN_KEYS = {"epochs", "lr", "batch_size"}

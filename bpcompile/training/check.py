@@ -1,9 +1,9 @@
 """`bpcompile check` for layer specs: the module compiled at float64, its gradients
 against central finite differences.  Returns figures; the CLI prints them."""
 
-from .compiler import compile_layers
+from ..compiler import compile_layers
 from .gradcheck import layer_gradient_errors, random_problem
-from .result import load_module
+from ..result import load_module
 
 BATCH = 3
 ENTRIES = 30        # random entries checked per parameter

@@ -411,7 +411,7 @@ class Vocabulary:
             if tok == "" or any(ch in tok for ch in "\n\r"):
                 raise ValueError(f"Vocabulary.save: token {tok!r} (id {i}) cannot be stored "
                                  "one per line")
-        from .output import atomic_write
+        from ..cli.output import atomic_write
         text = "".join(tok + "\n" for tok in self._tokens)
         atomic_write(path, lambda fh: fh.write(text.encode("utf-8")))
 

@@ -6,8 +6,8 @@ Values are read with `yaml.safe_load`; positions come from the node tree of
 
 import yaml
 
-from .errors import SpecError
-from .limits import MAX_ECHO, MAX_SPEC_BYTES, MAX_YAML_NODES, shorten
+from ..errors import SpecError
+from ..limits import MAX_ECHO, MAX_SPEC_BYTES, MAX_YAML_NODES, shorten
 
 echo = shorten      # what a message may quote of a user's value: at most MAX_ECHO characters
 

@@ -21,8 +21,8 @@ from dataclasses import replace
 import sympy as sp
 
 from .inplace import ufunc_call
-from .primitives import PRIMITIVES
-from .printer import to_numpy
+from ..core.primitives import PRIMITIVES
+from ..core.printer import to_numpy
 
 # Ops whose results never share memory with their operands.
 FRESH_TENSOR_OPS = {"linear", "linear_nobias", "linear_seq", "linear_seq_nobias"}

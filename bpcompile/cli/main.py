@@ -15,8 +15,8 @@ import argparse
 import os
 import sys
 
-from .version import __version__
-from .errors import SpecError
+from ..version import __version__
+from ..errors import SpecError
 from .output import check_output, write_output
 
 # SymPy and NumPy are imported by the commands that need them, so that
@@ -168,13 +168,13 @@ def _emit(args, text):
 
 
 def cmd_compile(args):
-    from .compiler import compile_file
+    from ..compiler import compile_file
     check_output(_output(args), args.force)
     return _emit(args, compile_file(args.spec).source)
 
 
 def cmd_expr(args):
-    from .compiler import compile_text
+    from ..compiler import compile_text
     check_output(_output(args), args.force)
     split = (lambda s: [n.strip() for n in s.split(",") if n.strip()] if s else None)
     compiled = compile_text(args.text, inputs=split(args.inputs), wrt=split(args.wrt), name=args.name)
@@ -182,7 +182,7 @@ def cmd_expr(args):
 
 
 def cmd_graph(args):
-    from .compiler import compile_file
+    from ..compiler import compile_file
     check_output(_output(args), args.force)
     graph = compile_file(args.spec).graph
     if args.text:
@@ -191,7 +191,7 @@ def cmd_graph(args):
 
 
 def cmd_check(args):
-    from .compiler import compile_file, load_module
+    from ..compiler import compile_file, load_module
     compiled = compile_file(args.spec)
     if not (args.tol >= 0 and args.tol < float("inf")):
         raise SpecError(f"--tol must be a finite non-negative number, got {args.tol}", args.spec, 1, 1)
@@ -199,7 +199,7 @@ def cmd_check(args):
         return _check_layers(compiled, args)
     module = load_module(compiled.source, compiled.name)
     values, where = _check_point(compiled, args)
-    from .gradcheck import check_module, one_sided_gradients
+    from ..training.gradcheck import check_module, one_sided_gradients
     import numpy as np
     point = [np.float64(values[n]) for n in module.INPUTS]   # NumPy: overflow gives inf, not an error
     at = ", ".join(f"{n}={values[n]:g}" for n in module.INPUTS)
@@ -230,7 +230,7 @@ def cmd_check(args):
 
 
 def _check_layers(compiled, args):
-    from .check import BATCH, ENTRIES, layer_errors
+    from ..training.check import BATCH, ENTRIES, layer_errors
     errors = layer_errors(compiled.spec, args.seed)
     for key, err in errors.items():
         print(f"dJ/d{key}: relative error {err:.2e}")
@@ -248,7 +248,7 @@ def _check_point(compiled, args):
     """(input name -> float, where): the point to check at, and a function that makes
     a SpecError located where the point came from (check_at, --at, or the file)."""
     import numpy as np
-    from .limits import MAX_CONSTANT, shorten
+    from ..limits import MAX_CONSTANT, shorten
     inputs = list(compiled.graph.inputs)
     spec = compiled.spec
     rng = np.random.default_rng(args.seed)
@@ -288,7 +288,7 @@ def _check_point(compiled, args):
 
 
 def cmd_train(args):
-    from .training_cli import run_training
+    from .train_command import run_training
     return run_training(args)
 
 

@@ -279,8 +279,8 @@ def train(
 # ---------------------------------------------------------------------------
 # parameter files
 
-from .output import atomic_write as _atomic_write  # noqa: E402  (one atomic writer for the package)
-from .output import NPZ_MARKER as _NPZ_MARKER, PNG_MARKER as _PNG_MARKER  # noqa: E402
+from ..cli.output import atomic_write as _atomic_write  # noqa: E402  (one atomic writer for the package)
+from ..cli.output import NPZ_MARKER as _NPZ_MARKER, PNG_MARKER as _PNG_MARKER  # noqa: E402
 
 
 def save_params(path, params: Dict[str, np.ndarray]) -> None:

@@ -12,11 +12,12 @@ from pathlib import Path
 
 import jinja2
 
-from . import layout, reuse, rowstep
-from .version import __version__
-from .parser import symbol
-from .primitives import PRIMITIVES
-from .printer import to_numpy
+from . import layout, rowstep
+from ..memory import planner
+from ..version import __version__
+from ..core.parser import symbol
+from ..core.primitives import PRIMITIVES
+from ..core.printer import to_numpy
 
 COMMENT_COLUMN = 40   # adjoint comments start here when the code is shorter
 
@@ -30,7 +31,7 @@ def templates_dir():
         return Path(str(resources.files("bpcompile.templates")))
     except ModuleNotFoundError:
         pass
-    checkout = Path(__file__).resolve().parent.parent
+    checkout = Path(__file__).resolve().parents[2]
     project = checkout / "pyproject.toml"
     if project.is_file() and 'name = "bpcompile"' in project.read_text(encoding="utf-8"):
         return checkout / "templates"
@@ -164,7 +165,7 @@ def imports_for(names):
 
 def render_layers(compiler, sched, graph, spec_text, source=None, quoted=()):
     """The standalone module of a layer spec."""
-    from .tensor_ops import TENSOR_OPS
+    from ..core.tensor_ops import TENSOR_OPS
 
     params = compiler.params
     param_of = {p.var: p for p in params}
@@ -180,20 +181,20 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=()):
     # backward() must leave the cache as it found it, unless its caller says it may
     # consume it (the flag `consume`); sgd_step has no cache to keep
     forward_count = len(sched.forward)
-    consuming = reuse.plan(sched.forward + sched.backward, graph, sched.adjoints,
+    consuming = planner.plan(sched.forward + sched.backward, graph, sched.adjoints,
                            grads | forward_names, consume="consume")[forward_count:]
     consume = consuming != sched.backward
     backward_body = ["# backward (reverse topological order)",
                      f"{sched.seed} = 1.0"] + aligned(consuming)
     sparse = _sparse_updates(graph, sched)
     update_reads = set().union(*(reads for _, reads in sparse.values()))
-    planned = reuse.plan(sched.forward + [s for s in sched.backward if s.targets[0] not in sparse],
+    planned = planner.plan(sched.forward + [s for s in sched.backward if s.targets[0] not in sparse],
                          graph, sched.adjoints, grads | {sched.output} | update_reads, consume="True")
     reused_forward, sgd_statements = planned[:forward_count], planned[forward_count:]
     forward = _lines(reused_forward)
     predict = _lines(predict_statements)
     sgd_backward = aligned(sgd_statements)
-    from .autodiff import tensor_op
+    from ..core.autodiff import tensor_op
     helpers = [h for node in graph if node.op in TENSOR_OPS or "rule" in node.attrs
                for h in tensor_op(node).helpers]
     if compiler.stacks:
@@ -268,7 +269,7 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=()):
 def _sparse_updates(graph, sched):
     """{gradient variable: (in-place update, names it reads)} for tables and weights that
     sgd_step updates without forming their whole gradient."""
-    from .autodiff import fill, is_tensor, tensor_op
+    from ..core.autodiff import fill, is_tensor, tensor_op
     grads = dict(sched.grads)
     updates = {}
     for node in graph:

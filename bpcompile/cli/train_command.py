@@ -8,9 +8,9 @@ import zlib
 
 import numpy as np
 
-from .compiler import compile_file, load_module
-from .errors import SpecError
-from .limits import clip, shorten
+from ..compiler import compile_file, load_module
+from ..errors import SpecError
+from ..limits import clip, shorten
 from .output import check_output, is_stdout
 
 # what reading a data file may raise besides ValueError and OSError
@@ -79,7 +79,7 @@ def _write(option, path, write, args):
 
 
 def run_training(args):
-    from . import datasets, train
+    from ..training import datasets, train
     check_outputs(args)
     compiled = compile_file(args.spec)
     if compiled.model is None:
@@ -127,7 +127,7 @@ def _save(args, params, train):
 
 def run_sequence_training(compiled, module, settings, args):
     """Tagger (CoNLL-U data) or language model (plain text), by the data file."""
-    from . import seqtrain, sequences, train
+    from ..training import seqtrain, sequences, train
     data = str(args.data)
     if data == "digits":
         raise SpecError("a sequence spec needs --data FILE.conllu (tagging) or FILE.txt (language "

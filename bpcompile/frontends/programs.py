@@ -8,11 +8,11 @@ operation.  Identical operations on identical operands become one node, so
 
 import sympy as sp
 
-from .errors import SpecError
-from .ir import Graph, Node
-from .naming import SymbolTable, PROGRAM_LOCALS
-from .parser import Assignment, check_identifier
-from .primitives import PRIMITIVES, SYMPY_HEADS
+from ..errors import SpecError
+from ..core.ir import Graph, Node
+from ..core.naming import SymbolTable, PROGRAM_LOCALS
+from ..core.parser import Assignment, check_identifier
+from ..core.primitives import PRIMITIVES, SYMPY_HEADS
 
 
 def check_program(assignments, inputs=None, output=None, wrt=None):

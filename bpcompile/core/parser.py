@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .errors import SpecError
-from .limits import MAX_CONSTANT, MAX_DEPTH, MAX_NODES, MAX_TEXT
+from ..errors import SpecError
+from ..limits import MAX_CONSTANT, MAX_DEPTH, MAX_NODES, MAX_TEXT
 from .primitives import CALLABLE
 
 IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")

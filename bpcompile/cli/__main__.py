@@ -1,0 +1,7 @@
+"""`python3 -m bpcompile.cli`: the `bpcompile` command."""
+
+import sys
+
+from .main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""Code generation: statements -> module text through the Jinja2 templates."""

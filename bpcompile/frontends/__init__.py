@@ -1,0 +1,1 @@
+"""Front ends: YAML specs, programs and layer specs (with recurrent cells) -> graph."""

@@ -1,0 +1,1 @@
+"""Memory planning: liveness over the schedule and the buffers statements write into."""

@@ -1,0 +1,1 @@
+"""Training and data: SGD loops, data loaders, finite-difference checks."""
