@@ -249,7 +249,8 @@ def schedule(graph, seeds=None, names=None):
             accumulate = operand in adjoint
             if accumulate:
                 name = adjoint[operand]
-                code, used, alias, consume = f"{name} + {_parenthesize(code)}", used | {name}, None, [()]
+                code = _accumulated(name, code, term, alias)
+                used, alias, consume = used | {name}, None, [()]
             else:
                 name = adjoint[operand] = namer.adjoint(out, operand)
             result.backward.append(Statement((name,), code, frozenset(used), step, node, operand, term,
@@ -311,5 +312,9 @@ def _joint_statements(operands, code, reads, node, adjoint, namer, out, where):
     return [Statement((results,), code, reads, step, node)] + picked + later
 
 
-def _parenthesize(code):
-    return f"({code})" if any(ch in code for ch in "+-") else code
+def _accumulated(name, code, term, alias):
+    """`name + contribution`: printed from the SymPy term where there is one (the printer
+    knows precedence), else with the contribution in parentheses."""
+    if term is not None:
+        return to_numpy(sp.Add(symbol(name), term, evaluate=False))
+    return f"{name} + {code}" if alias else f"{name} + ({code})"

@@ -606,7 +606,7 @@ def gru_cell_backward(dout, saved, xs, mask, W_xz, W_hz, b_z, W_xr, W_hr, b_r, W
         dJ_dh_prev = dJ_dh_3*z  # dJ/dh_prev += dJ/dh_3 * dh_3/dh_prev   (h_3 = z*h_prev)
         dJ_dh_1 = dJ_dh_2*n  # dJ/dh_1 += dJ/dh_2 * dh_2/dh_1   (h_2 = h_1*n)
         dJ_dn = dJ_dh_2*h_1  # dJ/dn += dJ/dh_2 * dh_2/dn   (h_2 = h_1*n)
-        dJ_dz = dJ_dz + (-dJ_dh_1)  # dJ/dz += dJ/dh_1 * dh_1/dz   (h_1 = 1 - z)
+        dJ_dz = dJ_dz - dJ_dh_1  # dJ/dz += dJ/dh_1 * dh_1/dz   (h_1 = 1 - z)
         dJ_dn_1 = dJ_dn*(1 - n**2)  # dJ/dn_1 += dJ/dn * dn/dn_1   (n = np.tanh(n_1))
         # dJ/dW_hn_W_hn_in += dJ/dn_1 * dn_1/dW_hn_W_hn_in   (n_1 = W_hn_W_hn_in + zx_n)
         dJ_dW_hn_W_hn_in = dJ_dn_1

@@ -134,7 +134,7 @@ def backward(params, cache, consume=False):
     # head_b)
     dJ_dactivation1 = np.dot(dJ_dhead, head_W)
     # dJ/dhead_W += dJ/dhead * dhead/dhead_W   (head = np.dot(activation1, head_W.T) + head_b)
-    dJ_dhead_W = dJ_dhead_W + dJ_dhead.T @ activation1
+    dJ_dhead_W = dJ_dhead_W + (dJ_dhead.T @ activation1)
     # dJ/dhead_b += dJ/dhead * dhead/dhead_b   (head = np.dot(activation1, head_W.T) + head_b)
     dJ_dhead_b = dJ_dhead.sum(axis=0)
     # dJ/dlinear1 += dJ/dactivation1 * dactivation1/dlinear1   (activation1 = linear1*activation1_2)
@@ -147,11 +147,11 @@ def backward(params, cache, consume=False):
     dJ_dactivation1_1 = np.multiply(dJ_dactivation1_2, 1 - activation1_2**2, out=dJ_dactivation1_2)
     # dJ/dlinear1 += dJ/dactivation1_1 * dactivation1_1/dlinear1   (activation1_1 = np.logaddexp(0,
     # linear1))
-    dJ_dlinear1 = dJ_dlinear1 + (dJ_dactivation1_1*(np.exp(np.minimum(linear1, 0))/(1 + np.exp(
-        -np.abs(linear1)))))
+    dJ_dlinear1 = dJ_dlinear1 + dJ_dactivation1_1*(np.exp(np.minimum(linear1, 0))/(1 + np.exp(
+        -np.abs(linear1))))
     # dJ/dlinear1_W += dJ/dlinear1 * dlinear1/dlinear1_W   (linear1 = np.dot(x, linear1_W.T) +
     # linear1_b)
-    dJ_dlinear1_W = dJ_dlinear1_W + dJ_dlinear1.T @ x
+    dJ_dlinear1_W = dJ_dlinear1_W + (dJ_dlinear1.T @ x)
     # dJ/dlinear1_b += dJ/dlinear1 * dlinear1/dlinear1_b   (linear1 = np.dot(x, linear1_W.T) +
     # linear1_b)
     dJ_dlinear1_b = dJ_dlinear1.sum(axis=0)
@@ -241,7 +241,7 @@ def sgd_step(params, x, y, lr):
     # head_b)
     dJ_dactivation1 = np.dot(dJ_dhead, head_W)
     # dJ/dhead_W += dJ/dhead * dhead/dhead_W   (head = np.dot(activation1, head_W.T) + head_b)
-    dJ_dhead_W = dJ_dhead_W + dJ_dhead.T @ activation1
+    dJ_dhead_W = dJ_dhead_W + (dJ_dhead.T @ activation1)
     # dJ/dhead_b += dJ/dhead * dhead/dhead_b   (head = np.dot(activation1, head_W.T) + head_b)
     dJ_dhead_b = dJ_dhead.sum(axis=0)
     # dJ/dlinear1 += dJ/dactivation1 * dactivation1/dlinear1   (activation1 = linear1*activation1_2)
@@ -254,11 +254,11 @@ def sgd_step(params, x, y, lr):
     dJ_dactivation1_1 = np.multiply(dJ_dactivation1_2, 1 - activation1_2**2, out=activation1_2)
     # dJ/dlinear1 += dJ/dactivation1_1 * dactivation1_1/dlinear1   (activation1_1 = np.logaddexp(0,
     # linear1))
-    dJ_dlinear1 = dJ_dlinear1 + (dJ_dactivation1_1*(np.exp(np.minimum(linear1, 0))/(1 + np.exp(
-        -np.abs(linear1)))))
+    dJ_dlinear1 = dJ_dlinear1 + dJ_dactivation1_1*(np.exp(np.minimum(linear1, 0))/(1 + np.exp(
+        -np.abs(linear1))))
     # dJ/dlinear1_W += dJ/dlinear1 * dlinear1/dlinear1_W   (linear1 = np.dot(x, linear1_W.T) +
     # linear1_b)
-    dJ_dlinear1_W = dJ_dlinear1_W + dJ_dlinear1.T @ x
+    dJ_dlinear1_W = dJ_dlinear1_W + (dJ_dlinear1.T @ x)
     # dJ/dlinear1_b += dJ/dlinear1 * dlinear1/dlinear1_b   (linear1 = np.dot(x, linear1_W.T) +
     # linear1_b)
     dJ_dlinear1_b = dJ_dlinear1.sum(axis=0)

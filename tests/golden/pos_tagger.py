@@ -843,7 +843,7 @@ def lstm1_cell_backward(dout, saved, xs, mask, W_xi, W_hi, b_i, W_xf, W_hf, b_f,
         _dXt = _dX[t]
         dJ_do = dJ_dh*h_1  # dJ/do += dJ/dh * dh/do   (h = o*h_1)
         dJ_dh_1 = dJ_dh*o  # dJ/dh_1 += dJ/dh * dh/dh_1   (h = o*h_1)
-        dJ_dc = dJ_dc + (dJ_dh_1*(1 - h_1**2))  # dJ/dc += dJ/dh_1 * dh_1/dc   (h_1 = np.tanh(c))
+        dJ_dc = dJ_dc + dJ_dh_1*(1 - h_1**2)  # dJ/dc += dJ/dh_1 * dh_1/dc   (h_1 = np.tanh(c))
         dJ_dc_1 = dJ_dc  # dJ/dc_1 += dJ/dc * dc/dc_1   (c = c_1 + c_3)
         dJ_dc_3 = dJ_dc  # dJ/dc_3 += dJ/dc * dc/dc_3   (c = c_1 + c_3)
         dJ_di = c_2*dJ_dc_3  # dJ/di += dJ/dc_3 * dc_3/di   (c_3 = i*c_2)
