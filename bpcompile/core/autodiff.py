@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 
-from .naming import Namer
+from .naming import SymbolTable
 from .parser import symbol
 from .primitives import PRIMITIVES
 from .printer import to_numpy
@@ -214,7 +214,8 @@ def schedule(graph, seeds=None, names=None):
     active = needed & graph.descendants(graph.wrt)
     namer = names if names is not None else getattr(graph, "names", None)
     if namer is None:
-        namer = Namer(list(graph.nodes) + [a for n in graph for a in n.attrs.get("aux", {}).values()])
+        namer = SymbolTable.holding(list(graph.nodes)
+                                    + [a for n in graph for a in n.attrs.get("aux", {}).values()])
     adjoint = {}                                  # node name -> adjoint variable name
     out = graph.output
     if seeds:

@@ -47,6 +47,13 @@ class SymbolTable:
         self.issued = {}        # name -> "user" | "generated"
         self.bound = {}         # user name -> its variable
 
+    @classmethod
+    def holding(cls, names):
+        """A table in which `names` (a graph built by hand) are already issued as given."""
+        table = cls()
+        table.issued.update(dict.fromkeys(names, "user"))
+        return table
+
     def taken(self, name):
         return name in self.reserved or name in self.issued
 
@@ -101,12 +108,3 @@ class SymbolTable:
         while not free(f"{base}_{k}"):
             k += 1
         return f"{base}_{k}"
-
-
-class Namer(SymbolTable):
-    """The old interface (a list of taken names); being replaced by SymbolTable."""
-
-    def __init__(self, taken=()):
-        super().__init__()
-        for name in taken:
-            self.issued[name] = "user"
