@@ -211,15 +211,19 @@ def test_sigmoid_printed_form_is_stable_and_accurate_in_both_tails(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_sigmoid_in_place_form_equals_the_printed_form(dtype):
+def test_sigmoid_in_place_form_is_within_an_ulp_of_one_half_and_never_warns(dtype):
+    """The in-place form (0.5 + 0.5*tanh(a/2), four ufunc calls) trades the far left
+    tail's relative digits for speed: its error stays below one ulp of 0.5."""
     x = TAILS.astype(dtype)
     expr = sigmoid(sp.Symbol("a0", real=True))
     scratch = iter(["s0", "s1"])
     lines = ufunc_statements(expr, "out", lambda avoid=None: next(scratch))
+    assert len(lines) == 4
     buffers = {"out": np.empty_like(x), "s0": np.empty_like(x), "s1": np.empty_like(x)}
     with np.errstate(over="raise", invalid="raise", divide="raise"):
         scope = _run(lines, {"a0": x, **buffers})
-    np.testing.assert_array_equal(scope["out"], _printed_value(expr, [x]))
+    np.testing.assert_allclose(scope["out"], _true_sigmoid(x), rtol=0,
+                               atol=float(np.spacing(dtype(0.5))))
 
 
 def test_sigmoid_has_one_printed_form():

@@ -526,10 +526,8 @@ def gru_cell_forward(xs, mask, h0, W_xz, W_hz, b_z, W_xr, W_hr, b_r, W_xn, W_hn,
         z_z = _S[:, 0:32]
         z_r = _S[:, 32:64]
         zx_n = _S[:, 64:96]
-        # in z_z's memory: nothing reads it again
-        z = np.divide(np.exp(np.minimum(0, z_z)), 1 + np.exp(-np.abs(z_z)), out=z_z)
-        # in z_r's memory: nothing reads it again
-        r = np.divide(np.exp(np.minimum(0, z_r)), 1 + np.exp(-np.abs(z_r)), out=z_r)
+        z = np.add(0.5, 0.5*np.tanh(0.5*z_z), out=z_z)  # in z_z's memory: nothing reads it again
+        r = np.add(0.5, 0.5*np.tanh(0.5*z_r), out=z_r)  # in z_r's memory: nothing reads it again
         W_hn_in = r*h_prev
         W_hn_W_hn_in = W_hn_in @ W_hn.T
         n_1 = np.add(W_hn_W_hn_in, zx_n, out=zx_n)  # in zx_n's memory: nothing reads it again

@@ -291,25 +291,20 @@ _dJ_dlinear1_buf = np.empty((128,), dtype=DTYPE)
 _dJ_dactivation1_2_buf = np.empty((128,), dtype=DTYPE)
 _dJ_dactivation1_1_buf = np.empty((128,), dtype=DTYPE)
 _scratch0_128 = np.empty((128,), dtype=DTYPE)
-_scratch1_128 = np.empty((128,), dtype=DTYPE)
 _scratch0_128x64 = np.empty((128, 64), dtype=DTYPE)
 _dJ_dhead_col = _dJ_dhead_buf[:, None]
 _activation1_row = _activation1_buf[None, :]
 _dJ_dlinear1_col = _dJ_dlinear1_buf[:, None]
+_HALF = np.array(0.5, dtype=DTYPE)
 _ONE = np.array(1.0, dtype=DTYPE)
 _ZERO = np.array(0.0, dtype=DTYPE)
 
 
 def _sgd_step_one(params, x_row, y, lr, *,
-                  abs_1=np.abs,
                   add=np.add,
-                  divide=np.divide,
                   dot=np.dot,
-                  exp=np.exp,
                   logaddexp=np.logaddexp,
-                  minimum=np.minimum,
                   multiply=np.multiply,
-                  negative=np.negative,
                   square=np.square,
                   subtract=np.subtract,
                   tanh=np.tanh,
@@ -399,13 +394,10 @@ def _sgd_step_one(params, x_row, y, lr, *,
     multiply(_dJ_dactivation1_1_buf, _dJ_dactivation1_2_buf, _dJ_dactivation1_1_buf)
     # dJ/dlinear1 += dJ/dactivation1_1 * dactivation1_1/dlinear1   (activation1_1 = np.logaddexp(0,
     # linear1))
-    minimum(_ZERO, _linear1_buf, out=_scratch0_128)
-    exp(_scratch0_128, _scratch0_128)
-    abs_1(_linear1_buf, _scratch1_128)
-    negative(_scratch1_128, _scratch1_128)
-    exp(_scratch1_128, _scratch1_128)
-    add(_scratch1_128, _ONE, _scratch1_128)
-    divide(_scratch0_128, _scratch1_128, _scratch0_128)
+    multiply(_HALF, _linear1_buf, _scratch0_128)
+    tanh(_scratch0_128, _scratch0_128)
+    multiply(_scratch0_128, _HALF, _scratch0_128)
+    add(_HALF, _scratch0_128, _scratch0_128)
     multiply(_scratch0_128, _dJ_dactivation1_1_buf, _scratch0_128)
     add(_dJ_dlinear1_buf, _scratch0_128, _dJ_dlinear1_buf)
     # dJ/dlinear1_W += dJ/dlinear1 * dlinear1/dlinear1_W   (linear1 = np.dot(x, linear1_W.T) +

@@ -764,8 +764,7 @@ def lstm1_cell_forward(xs, mask, h0, c0, W_xi, W_hi, b_i, W_xf, W_hf, b_f, W_xc,
         z_i_f_o = _S[:, 0:192]
         z_c = _S[:, 192:256]
         # in z_i_f_o's memory: nothing reads it again
-        sigmoid_i_f_o = np.divide(np.exp(np.minimum(0, z_i_f_o)), 1 + np.exp(-np.abs(z_i_f_o)),
-            out=z_i_f_o)
+        sigmoid_i_f_o = np.add(0.5, 0.5*np.tanh(0.5*z_i_f_o), out=z_i_f_o)
         i = sigmoid_i_f_o[:, 0:64]
         f = sigmoid_i_f_o[:, 64:128]
         o = sigmoid_i_f_o[:, 128:192]
