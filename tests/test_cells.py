@@ -272,3 +272,14 @@ def test_a_value_that_feeds_no_state_is_a_located_error():
     with pytest.raises(SpecError, match="'b' is assigned but never used") as info:
         compile_spec(load_spec(text, "s.yaml"))
     assert (info.value.line, info.value.col) == (8, 9)
+
+
+@pytest.mark.parametrize("equations", [
+    "p = W @ h_prev - W @ h_prev\nh = tanh(U @ p + h_prev)",
+    "p = h_prev - h_prev\nh = tanh(U @ p) + h_prev",
+    "p = 0*h_prev\nh = tanh(U @ p + W @ x) + h_prev",
+])
+def test_values_whose_partials_cancel_give_zero_adjoints_of_the_right_shape(equations):
+    """d(z - z)/dz summed to the number 0, and `0 @ W` failed in the backward loop
+    (found by the nightly random run)."""
+    assert_exact(equations, inputs=2, hidden=2)

@@ -167,3 +167,11 @@ def test_the_quoted_spec_holds_no_free_text():
     assert "activation: \"x*tanh(x)\"" in doc and "h = tanh(W @ (U @ x) + h_prev)" in doc
     assert "loss: softmax_cross_entropy" in doc
     bpcompile.load_module(compiled.source)
+
+
+@pytest.mark.parametrize("expr", ["x - x + x", "x*(x - x) + x", "x + (x - x)*x*x"])
+def test_cancelling_partials_keep_the_adjoints_shape(expr):
+    """A contribution whose partials cancel once became the number 0."""
+    spec = {"name": "m", "dtype": "float64", "input": [3], "loss": "mse",
+            "layers": [{"linear": 2}, {"activation": expr}, {"linear": 2}]}
+    assert_exact(spec)

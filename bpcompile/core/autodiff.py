@@ -248,6 +248,12 @@ def schedule(graph, seeds=None, names=None):
                 continue
             step = f"d{out}/d{operand} += d{out}/d{node.name} * d{node.name}/d{operand}   {where}"
             accumulate = operand in adjoint
+            if term is not None and term == 0:
+                # the partials cancel (x - x): nothing to add, or an adjoint of zeros with
+                # the shape of the node's adjoint (the number 0 would lose the shape)
+                if accumulate:
+                    continue
+                code, used = f"np.zeros_like({g})", frozenset({g})
             if accumulate:
                 name = adjoint[operand]
                 code = _accumulated(name, code, term, alias)

@@ -397,6 +397,10 @@ class ScanCompiler:
             try:
                 expr = self._lower_products(expr, lowering)
                 lowering.assignment(Assignment(self.V(a.target), expr, a.line, a.col, [], {}))
+                node = g[self.V(a.target)]
+                if node.op == "identity" and not node.node_operands():
+                    raise SpecError(f"{a.target!r} is the constant {node.operands[0]!r} once "
+                                    "simplified; a cell's values must depend on x or a state")
             except SpecError as err:
                 raise err.located(line=a.line, col=a.col) from None
         # The step graph ends at the new states: masking (a padded step keeps the
