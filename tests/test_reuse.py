@@ -89,3 +89,27 @@ def test_a_large_weight_is_updated_block_by_block_exactly():
         expected = W - a.T @ b
         module._subtract_product(W, a, b)
         np.testing.assert_array_equal(W, expected)
+
+
+@pytest.mark.parametrize("text", SPECS, ids=range(len(SPECS)))
+def test_the_planner_only_lends_buffers_nothing_reads_again(text):
+    """The memory planner's decisions, read from the statements as data: a statement that
+    writes into an existing buffer (its `buffer`) is the last to read it, and the buffer
+    is no value the caller keeps (cache, gradients, output)."""
+    from bpcompile.compiler import compile_spec, load_spec
+    from bpcompile.memory import planner
+    compiled = compile_spec(load_spec(text))
+    sched, graph = compiled.schedule, compiled.graph
+    grads = {g for _, g in sched.grads if g}
+    cache = set(sched.cache)
+    statements = sched.forward + sched.backward
+    planned = planner.plan(statements, graph, sched.adjoints, grads | cache | {sched.output})
+    lent = 0
+    for k, s in enumerate(planned):
+        if s.buffer is None:
+            continue
+        lent += 1
+        assert s.buffer not in grads | cache | {sched.output}, s
+        assert all(s.buffer not in later.reads for later in statements[k + 1:]), s
+        assert s.buffer in statements[k].reads or s.buffer == s.node.operands[0]
+    assert lent > 0

@@ -41,6 +41,8 @@ class Statement:
     overwrite: str = ""         # forward: a form that may overwrite operand 0's buffer
     consume: tuple = ()         # backward: (form that may overwrite the node's aux values,
                                 # with `{consume}` for the flag saying whether it may)
+    buffer: str = None          # the memory planner's decision: the existing buffer the
+                                # statement writes into (None: a fresh array)
 
     @property
     def target(self):

@@ -96,7 +96,7 @@ def write_into(statements, destinations):
             code = with_out(s.term, dest)
         if code:
             written.add(s.targets[0])
-            result.append(replace(s, code=code))
+            result.append(replace(s, code=code, buffer=dest))
         else:
             result.append(s)
     return result, written
@@ -105,7 +105,7 @@ def write_into(statements, destinations):
 def _decide(s, dead, later, shape, node_of, consume):
     if s.overwrite:
         first = s.node.operands[0]
-        return replace(s, code=s.overwrite, lines=()) if first in dead else s
+        return replace(s, code=s.overwrite, lines=(), buffer=first) if first in dead else s
     if s.consume and consume is not None:
         aux = set(s.node.attrs.get("aux", {}).values())
         return replace(s, code=s.consume[0].format(consume=consume)) if not aux & later else s
@@ -124,7 +124,7 @@ def _decide(s, dead, later, shape, node_of, consume):
     if not code:
         return s
     comment = s.comment or f"in {donors[0]}'s memory: nothing reads it again"
-    return replace(s, code=code, lines=(), comment=comment)
+    return replace(s, code=code, lines=(), comment=comment, buffer=donors[0])
 
 
 def _op(s):
