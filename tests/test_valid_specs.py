@@ -175,3 +175,23 @@ def test_cancelling_partials_keep_the_adjoints_shape(expr):
     spec = {"name": "m", "dtype": "float64", "input": [3], "loss": "mse",
             "layers": [{"linear": 2}, {"activation": expr}, {"linear": 2}]}
     assert_exact(spec)
+
+
+def test_nested_max_that_sympy_flattens_compiles():
+    """max(max(a, b), c) is one three-argument Max to SymPy: once 'unsupported construct
+    Max' at <input>:2:1 (found by the nightly random run)."""
+    spec = {"name": "m", "dtype": "float64", "input": [3], "loss": "mse", "l2": 0.5,
+            "layers": [{"linear": 2}, {"activation": "max(max(x - x, x), x / (2 + sin(x)))"},
+                       {"linear": 2}]}
+    assert_exact(spec)
+    module = bpcompile.compile("max(max(x, y), min(min(x, 2*y), 1 - x))")
+    value, (dx, dy) = module.value_and_grad(0.3, 0.7)
+    assert value == pytest.approx(0.7) and (dx, dy) == (0.0, 1.0)
+
+
+def test_an_activation_constant_inside_a_function_is_a_located_error():
+    text = ("name: m\ninput: [4]\nlayers:\n  - linear: 3\n"
+            "  - activation: {expr: \"sigmoid((x) - (x))\"}\n  - linear: 2\nloss: mse\n")
+    with pytest.raises(bpcompile.SpecError, match="constant once simplified") as info:
+        bpcompile.compiler.compile_spec(bpcompile.compiler.load_spec(text, "s.yaml"))
+    assert info.value.line == 5

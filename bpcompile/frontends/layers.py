@@ -380,10 +380,13 @@ def _user_activation(compiler, layer, prev):
         raise compiler.error(layer, "the activation does not use x")
     expr = expr.xreplace({symbol("x"): symbol(prev.name)})
     name = compiler.namer.fresh(layer.name)
-    node = compiler.lower(name, expr, prev.shape, line=layer.index)
-    if node.op == "identity" and not node.node_operands():
-        raise compiler.error(layer, f"the activation {text.strip()!r} is a constant ({node.operands[0]!r}) "
-                             "once simplified: it does not depend on x")
+    try:
+        node = compiler.lower(name, expr, prev.shape, line=layer.index)
+    except SpecError as err:
+        raise compiler.error(layer, err.message) from None
+    if prev.name not in compiler.graph.ancestors(node.name):
+        raise compiler.error(layer, f"the activation {_short(text.strip())} is a constant once "
+                             "simplified: it does not depend on x")
     return node
 
 

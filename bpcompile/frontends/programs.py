@@ -217,6 +217,10 @@ class _Lowering:
                 return "div", (1, self._operand(base))
             return "pow", (self._operand(base), self._operand(exponent))
         head = SYMPY_HEADS.get(type(expr))
+        if head in ("max", "min") and len(expr.args) > 2:
+            # SymPy flattens max(max(a, b), c) into Max(a, b, c): binary nodes again
+            first, *rest = expr.args
+            return self._chain(self._operand(first), [(head, arg) for arg in rest])
         if head is not None and len(expr.args) == PRIMITIVES[head].arity:
             return head, tuple(self._operand(arg) for arg in expr.args)
         if expr in (sp.E, sp.pi):

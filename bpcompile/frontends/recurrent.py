@@ -391,16 +391,16 @@ class ScanCompiler:
             for k, part in enumerate(parts):
                 g.add(Node(part, "cols", (name,), attrs={"rule": COLS, "fmt": {
                     "a": str(k * self.H), "b": str((k + 1) * self.H), "width": str(width)}}))
+        inputs = set(slot_names + step_inputs + x + params)    # not constants
         for a, expr in rewritten:
             if expr is None:             # computed by a fused block
                 continue
             try:
                 expr = self._lower_products(expr, lowering)
                 lowering.assignment(Assignment(self.V(a.target), expr, a.line, a.col, [], {}))
-                node = g[self.V(a.target)]
-                if node.op == "identity" and not node.node_operands():
-                    raise SpecError(f"{a.target!r} is the constant {node.operands[0]!r} once "
-                                    "simplified; a cell's values must depend on x or a state")
+                if not g.ancestors(self.V(a.target)) & inputs:
+                    raise SpecError(f"{a.target!r} is a constant once simplified; a cell's "
+                                    "values must depend on x, a state or a parameter")
             except SpecError as err:
                 raise err.located(line=a.line, col=a.col) from None
         # The step graph ends at the new states: masking (a padded step keeps the
