@@ -18,7 +18,7 @@ from .programs import _Lowering
 from . import sequence_layers
 from ..core.ir import Graph, Node
 from ..core.losses import LOSSES
-from ..limits import MAX_LAYER_DEPTH, MAX_LAYERS, MAX_PARAMETERS
+from ..limits import MAX_LAYER_DEPTH, MAX_LAYERS, MAX_PARAMETERS, shorten
 from ..core.naming import LAYER_LOCALS, SymbolTable
 from ..core.parser import check_identifier, parse_expression, symbol, Assignment
 
@@ -64,7 +64,7 @@ class LayerCompiler:
             raise spec.error(err.message, "name") from None
         self.dtype = spec.get("dtype", default="float32")
         if self.dtype not in DTYPES:
-            raise spec.error(f"dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}", "dtype")
+            raise spec.error(f"dtype must be one of {', '.join(DTYPES)}, got {shorten(self.dtype)}", "dtype")
         self.dtype = dtype or self.dtype
         self.vocab = None
         self.sequence = self._is_sequence()
@@ -109,7 +109,7 @@ class LayerCompiler:
             self.spec.check_keys({"vocab"}, "input")
             vocab = shape.get("vocab")
             if isinstance(vocab, bool) or not isinstance(vocab, int) or vocab < 1:
-                raise self.spec.error(f"input.vocab must be a positive integer, got {vocab!r}", "input")
+                raise self.spec.error(f"input.vocab must be a positive integer, got {shorten(vocab)}", "input")
             self.vocab = vocab
             return ()
         if shape is None:
@@ -118,7 +118,7 @@ class LayerCompiler:
             shape = [shape]
         if (not isinstance(shape, list) or not shape
                 or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in shape)):
-            raise self.spec.error(f"input must be a list of positive integers, got {shape!r}", "input")
+            raise self.spec.error(f"input must be a list of positive integers, got {shorten(shape)}", "input")
         return tuple(shape)
 
     def _layer_entries(self):
@@ -176,7 +176,7 @@ class LayerCompiler:
                 return kind, dict(value)
             return kind, {SHORT_OPTION.get(kind, "value"): value}
         raise self.spec.error(f"layer {i + 1}: write a layer as `kind` or `kind: options` "
-                              f"(one key), got {entry!r}", "layers", i)
+                              f"(one key), got {shorten(entry)}", "layers", i)
 
     def error(self, layer, message, *path):
         return self.spec.error(f"{layer.label()}: {message}", "layers", layer.index - 1,
@@ -185,20 +185,20 @@ class LayerCompiler:
     def positive_int(self, layer, key):
         value = layer.options.get(key)
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise self.error(layer, f"{key} must be a positive integer, got {_short(value)}", key)
+            raise self.error(layer, f"{key} must be a positive integer, got {shorten(value)}", key)
         return value
 
     def flag(self, layer, key, default=False):
         value = layer.options.get(key, default)
         if not isinstance(value, bool):
-            raise self.error(layer, f"{key} must be true or false, got {_short(value)}", key)
+            raise self.error(layer, f"{key} must be true or false, got {shorten(value)}", key)
         return value
 
     def _options(self, layer, allowed):
         for key in layer.options:
             if key not in allowed:
                 known = ", ".join(sorted(allowed | {"name"}))
-                raise self.error(layer, f"unknown option {key!r} for {layer.kind}; known: {known}")
+                raise self.error(layer, f"unknown option {shorten(key)} for {layer.kind}; known: {known}")
 
     # --- building ---------------------------------------------------------------------
     def compile(self):
@@ -223,7 +223,7 @@ class LayerCompiler:
     def param(self, layer, suffix, shape, fan_in=0, fan_out=0, is_weight=True, key_prefix=None):
         key = f"{key_prefix or layer.name}.{suffix}"
         if any(p.key == key for p in self.params):
-            raise self.error(layer, f"the parameter key {key!r} is already used by another layer; "
+            raise self.error(layer, f"the parameter key {shorten(key)} is already used by another layer; "
                              "rename one of the layers")
         self.parameter_count += math.prod(shape)
         if self.parameter_count > MAX_PARAMETERS:
@@ -244,7 +244,7 @@ class LayerCompiler:
         if loss is None:
             raise self.spec.error(f"missing `loss:`; one of {', '.join(LOSSES)}")
         if not isinstance(loss, str) or loss not in LOSSES:
-            raise self.spec.error(f"unknown loss {_short(loss)}; known losses: {', '.join(LOSSES)}",
+            raise self.spec.error(f"unknown loss {shorten(loss)}; known losses: {', '.join(LOSSES)}",
                                   "loss")
         loss = LOSSES[loss]
         last = self.layers[-1]
@@ -271,7 +271,7 @@ class LayerCompiler:
         aux = {key: self.namer.fresh(key) for key in loss.aux}
         l2 = self.spec.get("l2", default=0)
         if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not 0 <= l2 < math.inf:
-            raise self.spec.error(f"l2 must be a non-negative number (and finite), got {_short(l2)}", "l2")
+            raise self.spec.error(f"l2 must be a non-negative number (and finite), got {shorten(l2)}", "l2")
         weights = [p for p in self.params if p.is_weight]
         data_name = "J" if not (l2 and weights) else self.namer.fresh("data_loss")
         g.add(Node(data_name, loss.op, (logits.name, "y"), shape=(), dtype=self.dtype,
@@ -322,12 +322,6 @@ class LayerCompiler:
 SHORT_OPTION = {"linear": "out", "activation": "expr"}
 
 
-def _short(value, limit=60):
-    """repr(value), cut to `limit` characters: messages never echo unbounded input."""
-    text = repr(value)
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
 def _shape_text(shape):
     return "(" + ", ".join(map(str, shape)) + ")"
 
@@ -339,7 +333,7 @@ def _linear(compiler, layer, prev):
     out = compiler.positive_int(layer, "out")
     bias = layer.options.get("bias", True)
     if not isinstance(bias, bool):
-        raise compiler.error(layer, f"bias must be true or false, got {bias!r}", "bias")
+        raise compiler.error(layer, f"bias must be true or false, got {shorten(bias)}", "bias")
     per_step = compiler.sequence and len(prev.shape) == 3
     if len(prev.shape) != 2 and not per_step:
         raise compiler.error(layer, f"linear needs a (B, features) input, got shape "
@@ -365,7 +359,7 @@ def _user_activation(compiler, layer, prev):
     compiler._options(layer, {"expr"})
     text = layer.options.get("expr")
     if not isinstance(text, str):
-        raise compiler.error(layer, f"activation needs an expression in x, got {text!r}")
+        raise compiler.error(layer, f"activation needs an expression in x, got {shorten(text)}")
     try:
         expr, names, cols = parse_expression(text)
     except SpecError as err:
@@ -385,7 +379,7 @@ def _user_activation(compiler, layer, prev):
     except SpecError as err:
         raise compiler.error(layer, err.message) from None
     if prev.name not in compiler.graph.ancestors(node.name):
-        raise compiler.error(layer, f"the activation {_short(text.strip())} is a constant once "
+        raise compiler.error(layer, f"the activation {shorten(text.strip())} is a constant once "
                              "simplified: it does not depend on x")
     return node
 
@@ -399,7 +393,7 @@ def _pair(compiler, layer, key, default=None, minimum=1):
     if (not isinstance(pair, list) or len(pair) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in pair)):
         kind = "a positive integer" if minimum else "a non-negative integer"
-        raise compiler.error(layer, f"{key} must be {kind} or a list [h, w] of them, got {value!r}", key)
+        raise compiler.error(layer, f"{key} must be {kind} or a list [h, w] of them, got {shorten(value)}", key)
     return tuple(pair)
 
 
@@ -428,14 +422,14 @@ def _conv2d(compiler, layer, prev):
         raise compiler.error(layer, "missing `out_channels:`")
     out_channels = compiler.positive_int(layer, "out_channels")
     if "in_channels" in layer.options and layer.options["in_channels"] != channels:
-        raise compiler.error(layer, f"in_channels is {layer.options['in_channels']!r}, but the input "
+        raise compiler.error(layer, f"in_channels is {shorten(layer.options['in_channels'])}, but the input "
                              f"has {channels} channels", "in_channels")
     kernel = _pair(compiler, layer, "kernel")
     stride = _pair(compiler, layer, "stride", 1)
     padding = _pair(compiler, layer, "padding", 0, minimum=0)
     bias = layer.options.get("bias", True)
     if not isinstance(bias, bool):
-        raise compiler.error(layer, f"bias must be true or false, got {bias!r}", "bias")
+        raise compiler.error(layer, f"bias must be true or false, got {shorten(bias)}", "bias")
     out_hw = _windows(compiler, layer, (height, width), kernel, stride, padding, "kernel")
     area = kernel[0] * kernel[1]
     W = compiler.param(layer, "W", (out_channels, channels) + kernel,
