@@ -13,7 +13,6 @@ MAX_TEXT = 20_000                 # characters in one expression or program
 MAX_DEPTH = 100                   # nesting of operations in one expression
 MAX_NODES = 20_000                # operations and operands in one expression or program
 MAX_CONSTANT = 1e300              # magnitude of a folded constant
-MAX_EXPONENT_BITS = 4_000         # bits of an exact integer power while folding
 
 MAX_LAYERS = 1_000                # entries of `layers:` (after expanding stacked layers)
 MAX_PARAMETERS = 100_000_000      # total trainable parameters of a layer spec

@@ -57,14 +57,6 @@ class Graph:
     def __len__(self):
         return len(self.nodes)
 
-    def consumers(self):
-        """name -> names of the nodes that use it, in topological order."""
-        users = {name: [] for name in self.nodes}
-        for node in self:
-            for operand in dict.fromkeys(node.node_operands()):
-                users[operand].append(node.name)
-        return users
-
     def ancestors(self, name):
         """Names that `name` depends on, itself included."""
         seen, stack = set(), [name]

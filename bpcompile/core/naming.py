@@ -57,10 +57,6 @@ class SymbolTable:
     def taken(self, name):
         return name in self.reserved or name in self.issued
 
-    def reserve(self, *names):
-        """Names the module's code uses itself: never handed out."""
-        self.reserved.update(names)
-
     def bind(self, user):
         """The variable of a user name: the name itself unless the module needs it
         (then the first free `name_1`, `name_2`, ...).  Binding again returns it."""
@@ -69,10 +65,6 @@ class SymbolTable:
             self.bound[user] = var
             self.issued[var] = "user"
         return self.bound[user]
-
-    def is_kept(self, user):
-        """Whether a user name can be used exactly as written."""
-        return not self.taken(user) or self.bound.get(user) == user
 
     def fresh(self, base, suffixes=()):
         """A new generated name from `base`; `suffixes` are derived names

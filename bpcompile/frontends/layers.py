@@ -23,7 +23,6 @@ from ..core.naming import LAYER_LOCALS, SymbolTable
 from ..core.parser import check_identifier, parse_expression, symbol, Assignment
 
 LAYER_SPEC_KEYS = {"name", "dtype", "input", "layers", "loss", "l2", "train", "description"}
-TRAIN_KEYS = {"epochs", "lr", "batch_size"}
 DTYPES = ("float32", "float64")
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "softplus")
 
