@@ -79,6 +79,7 @@ UNARY = [  # bounded or mild functions: "{}" is the argument
     "arctan({})", "arcsinh({})", "exp(tanh({}))", "log(1 + ({})**2)", "sqrt(1 + ({})**2)",
     "cosh(tanh({}))", "sinh(tanh({}))", "tan(tanh({})/2)", "log(2 + tanh({}), 3)",
     "-({})", "({})**2", "tanh({})**3", "pow(sigmoid({}), 2)", "({})/(1 + ({})**2)",
+    "arcsin(tanh({})/2)", "arccos(sigmoid({}))", "log1p(({})**2)", "expm1(tanh({}))",
 ]
 BINARY = ["({}) + ({})", "({}) - ({})", "({}) * ({})", "max({}, {})", "min({}, {})",
           "({}) / (2 + sin({}))", "max(({0}) - ({0}), {1})", "min({1}, ({0}) - ({0}))"]
