@@ -286,8 +286,13 @@ def _sparse_updates(graph, sched):
 
 def _lines(statements, indent=4):
     """The printed statements: an op's own line list where it has one."""
-    return [out for s in statements for line in s.lines or [s.text()]
-            for out in layout.statement(line, indent=indent)]
+    out = []
+    for s in statements:
+        if s.lines:
+            out += [text for line in s.lines for text in layout.statement(line, indent=indent)]
+        else:
+            out += layout.statement(s.text(), s.comment, indent)
+    return out
 
 
 def _param_view(p):

@@ -123,7 +123,7 @@ def _decide(s, dead, later, shape, node_of, consume):
     code = with_out(s.term, donors[0])
     if not code:
         return s
-    comment = s.comment or f"in {donors[0]}'s memory: nothing reads it again"
+    comment = s.comment or f"reuses {donors[0]}'s memory"
     return replace(s, code=code, lines=(), comment=comment, buffer=donors[0])
 
 

@@ -526,16 +526,16 @@ def gru_cell_forward(xs, mask, h0, W_xz, W_hz, b_z, W_xr, W_hr, b_r, W_xn, W_hn,
         z_z = _S[:, 0:32]
         z_r = _S[:, 32:64]
         zx_n = _S[:, 64:96]
-        z = np.add(0.5, 0.5*np.tanh(0.5*z_z), out=z_z)  # in z_z's memory: nothing reads it again
-        r = np.add(0.5, 0.5*np.tanh(0.5*z_r), out=z_r)  # in z_r's memory: nothing reads it again
+        z = np.add(0.5, 0.5*np.tanh(0.5*z_z), out=z_z)  # reuses z_z's memory
+        r = np.add(0.5, 0.5*np.tanh(0.5*z_r), out=z_r)  # reuses z_r's memory
         W_hn_in = r*h_prev
         W_hn_W_hn_in = W_hn_in @ W_hn.T
-        n_1 = np.add(W_hn_W_hn_in, zx_n, out=zx_n)  # in zx_n's memory: nothing reads it again
-        n = np.tanh(n_1, out=n_1)  # in n_1's memory: nothing reads it again
+        n_1 = np.add(W_hn_W_hn_in, zx_n, out=zx_n)  # reuses zx_n's memory
+        n = np.tanh(n_1, out=n_1)  # reuses n_1's memory
         h_1 = 1 - z
         h_2 = h_1*n
         h_3 = z*h_prev
-        h = np.add(h_2, h_3, out=h_2)  # in h_2's memory: nothing reads it again
+        h = np.add(h_2, h_3, out=h_2)  # reuses h_2's memory
         if full[t]:
             h_next = h
         else:                                   # a padded sequence keeps its state

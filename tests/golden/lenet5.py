@@ -112,10 +112,10 @@ def forward(params, x, y):
     flatten1 = maxpool2d2.reshape(len(maxpool2d2), -1)
     linear1 = np.dot(flatten1, linear1_W.T)
     linear1 += linear1_b  # the bias, in place
-    relu3 = np.maximum(linear1, 0.0, out=linear1)
+    relu3 = np.maximum(linear1, 0.0, out=linear1)  # reuses linear1's memory
     linear2 = np.dot(relu3, linear2_W.T)
     linear2 += linear2_b  # the bias, in place
-    relu4 = np.maximum(linear2, 0.0, out=linear2)
+    relu4 = np.maximum(linear2, 0.0, out=linear2)  # reuses linear2's memory
     linear3 = np.dot(relu4, linear3_W.T)
     linear3 += linear3_b  # the bias, in place
     J, p = _softmax_cross_entropy(linear3, y, overwrite=True)
@@ -286,10 +286,10 @@ def sgd_step(params, x, y, lr):
     flatten1 = maxpool2d2.reshape(len(maxpool2d2), -1)
     linear1 = np.dot(flatten1, linear1_W.T)
     linear1 += linear1_b  # the bias, in place
-    relu3 = np.maximum(linear1, 0.0, out=linear1)
+    relu3 = np.maximum(linear1, 0.0, out=linear1)  # reuses linear1's memory
     linear2 = np.dot(relu3, linear2_W.T)
     linear2 += linear2_b  # the bias, in place
-    relu4 = np.maximum(linear2, 0.0, out=linear2)
+    relu4 = np.maximum(linear2, 0.0, out=linear2)  # reuses linear2's memory
     linear3 = np.dot(relu4, linear3_W.T)
     linear3 += linear3_b  # the bias, in place
     J, p = _softmax_cross_entropy(linear3, y, overwrite=True)

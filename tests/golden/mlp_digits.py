@@ -73,7 +73,7 @@ def forward(params, x, y):
     linear1 = np.dot(x, linear1_W.T)
     linear1 += linear1_b  # the bias, in place
     activation1_1 = np.logaddexp(0, linear1)
-    activation1_2 = np.tanh(activation1_1, out=activation1_1)
+    activation1_2 = np.tanh(activation1_1, out=activation1_1)  # reuses activation1_1's memory
     activation1 = linear1*activation1_2
     head = np.dot(activation1, head_W.T)
     head += head_b  # the bias, in place
@@ -204,7 +204,7 @@ def sgd_step(params, x, y, lr):
     linear1 = np.dot(x, linear1_W.T)
     linear1 += linear1_b  # the bias, in place
     activation1_1 = np.logaddexp(0, linear1)
-    activation1_2 = np.tanh(activation1_1, out=activation1_1)
+    activation1_2 = np.tanh(activation1_1, out=activation1_1)  # reuses activation1_1's memory
     activation1 = linear1*activation1_2
     head = np.dot(activation1, head_W.T)
     head += head_b  # the bias, in place

@@ -763,15 +763,15 @@ def lstm1_cell_forward(xs, mask, h0, c0, W_xi, W_hi, b_i, W_xf, W_hf, b_f, W_xc,
         _S += h_prev @ _Wh.T
         z_i_f_o = _S[:, 0:192]
         z_c = _S[:, 192:256]
-        # in z_i_f_o's memory: nothing reads it again
+        # reuses z_i_f_o's memory
         sigmoid_i_f_o = np.add(0.5, 0.5*np.tanh(0.5*z_i_f_o), out=z_i_f_o)
         i = sigmoid_i_f_o[:, 0:64]
         f = sigmoid_i_f_o[:, 64:128]
         o = sigmoid_i_f_o[:, 128:192]
         c_1 = f*c_prev
-        c_2 = np.tanh(z_c, out=z_c)  # in z_c's memory: nothing reads it again
+        c_2 = np.tanh(z_c, out=z_c)  # reuses z_c's memory
         c_3 = i*c_2
-        c = np.add(c_1, c_3, out=c_1)  # in c_1's memory: nothing reads it again
+        c = np.add(c_1, c_3, out=c_1)  # reuses c_1's memory
         h_1 = np.tanh(c)
         h = o*h_1
         if full[t]:
