@@ -62,7 +62,7 @@ def test_regenerate_covers_every_example():
 
 
 def test_one_golden_per_example():
-    expected = {Path(e).stem + ".py" for e in EXAMPLES}
+    expected = {Path(e).stem + ".py.golden" for e in EXAMPLES}
     present = {p.name for p in GOLDENS}
     missing, stale = sorted(expected - present), sorted(present - expected)
     assert not missing and not stale, f"missing goldens {missing}, stale goldens {stale}: {HINT}"
@@ -87,7 +87,7 @@ def test_golden_is_python_that_imports_only_numpy_and_stdlib(path):
     assert not foreign, "imports other than numpy and the standard library:\n" + "\n".join(foreign)
 
 
-@pytest.mark.parametrize("golden", sorted(p for p in GOLDEN.glob("*.py") if p.name != "regenerate.py"),
+@pytest.mark.parametrize("golden", sorted(GOLDEN.glob("*.py.golden")),
                          ids=lambda p: p.stem)
 def test_generated_lines_fit_in_100_columns(golden):
     long = [(i + 1, len(line)) for i, line in enumerate(golden.read_text().splitlines()) if len(line) > 100]

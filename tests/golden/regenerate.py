@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""Regenerate the golden modules: tests/golden/<stem>.py for every examples/<stem>.yaml.
+"""Regenerate the golden modules: tests/golden/<stem>.py.golden for every examples/<stem>.yaml.
+
+(The `.golden` ending keeps code-scanning tools from taking them for the project's code.)
 
 Run from anywhere (the README's form is from the repo root):
 
@@ -30,12 +32,12 @@ def examples():
 
 
 def golden_path(example):
-    return GOLDEN / f"{Path(example).stem}.py"
+    return GOLDEN / f"{Path(example).stem}.py.golden"
 
 
 def golden_files():
     """The golden modules now in tests/golden (this script excluded)."""
-    return sorted(p for p in GOLDEN.glob("*.py") if p.name not in SCRIPT_NAMES)
+    return sorted(p for p in GOLDEN.glob("*.py.golden") if p.name not in SCRIPT_NAMES)
 
 
 def generate(example):
