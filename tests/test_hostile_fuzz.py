@@ -82,20 +82,22 @@ def _dump(document):
     return yaml.safe_dump(document, allow_unicode=False, sort_keys=False)
 
 
-@SETTINGS
-@given(document=DOCUMENTS, command=st.sampled_from(["compile", "check", "graph"]))
-def test_random_program_documents(tmp_path_factory, document, command):
+def _run_document(tmp_path_factory, document, command):
     folder = tmp_path_factory.mktemp("doc")
     _spec(folder, _dump(document))
     _assert_clean(*_run([command, "spec.yaml"], folder))
 
 
 @SETTINGS
+@given(document=DOCUMENTS, command=st.sampled_from(["compile", "check", "graph"]))
+def test_random_program_documents(tmp_path_factory, document, command):
+    _run_document(tmp_path_factory, document, command)
+
+
+@SETTINGS
 @given(document=LAYER_DOCUMENTS, command=st.sampled_from(["compile", "graph", "check"]))
 def test_random_layer_documents(tmp_path_factory, document, command):
-    folder = tmp_path_factory.mktemp("layers")
-    _spec(folder, _dump(document))
-    _assert_clean(*_run([command, "spec.yaml"], folder))
+    _run_document(tmp_path_factory, document, command)
 
 
 @SETTINGS

@@ -121,10 +121,10 @@ class _Tensor:
     def forward(self, node):
         op = tensor_op(node)
         aux = tuple(node.attrs.get("aux", {}).values())
-        return Statement((node.name, *aux), _fill(op.forward, node, None),
+        return Statement((node.name, *aux), fill(op.forward, node, None),
                          frozenset(node.node_operands()), node=node,
-                         lines=tuple(_fill(line, node, None) for line in op.forward_lines),
-                         overwrite=_fill(op.forward_reuse, node, None) if op.forward_reuse else "")
+                         lines=tuple(fill(line, node, None) for line in op.forward_lines),
+                         overwrite=fill(op.forward_reuse, node, None) if op.forward_reuse else "")
 
     def adjoints(self, node, g, active):
         """[(operand, code, names read, None, alias, consuming form)] for the active operands;
@@ -136,12 +136,12 @@ class _Tensor:
         for i, (operand, formula) in enumerate(zip(node.operands, op.vjps)):
             if formula is None or not isinstance(operand, str) or operand not in active:
                 continue
-            code = _fill(formula, node, g)
+            code = fill(formula, node, g)
             reads = frozenset(_field_name(f, node, g) for f in op.fields(formula))
             consuming = op.consuming_vjps[i] if op.consuming_vjps else None
             consume = ()
             if consuming:
-                consume = (_fill(consuming, node, g, {"consume": "{consume}"}),)
+                consume = (fill(consuming, node, g, {"consume": "{consume}"}),)
             if operand in found:   # the same operand twice: add the contributions
                 code0, reads0, _ = found[operand]
                 found[operand] = (f"{code0} + {code}", reads0 | reads, ())
@@ -154,7 +154,7 @@ class _Tensor:
         """One statement computes every operand's adjoint."""
         wanted = tuple(isinstance(o, str) and o in active for o in node.operands)
         flags = {f"need{i}": str(w) for i, w in enumerate(wanted)}
-        code = _fill(op.joint, node, g, flags)
+        code = fill(op.joint, node, g, flags)
         reads = frozenset(_field_name(f, node, g) for f in op.fields(op.joint) if not f.startswith("need"))
         return (tuple(o if w else None for o, w in zip(node.operands, wanted)), code, reads, None, None, ())
 
@@ -179,15 +179,11 @@ def _field_name(field, node, g):
     return {"out": node.name, "g": g}.get(field, node.attrs.get("aux", {}).get(field, field))
 
 
-def _fill(formula, node, g, extra=None):
+def fill(formula, node, g=None, extra=None):
+    """A tensor op's formula with the node's operands, value, aux values and `{g}` filled in."""
     values = {"out": node.name, "g": g, **node.attrs.get("aux", {}), **node.attrs.get("fmt", {}),
               **(extra or {})}
     return formula.format(*node.operands, **values)
-
-
-def fill(formula, node, g=None):
-    """A tensor op's formula with the node's operands, value, aux values and `{g}` filled in."""
-    return _fill(formula, node, g)
 
 
 def targets(node):

@@ -209,12 +209,12 @@ class _Sizes:
             size = self._walk(v)
             if size is None or not (_names(v) & self.varies):
                 raise SpecError(f"the right side of @ must be a vector that depends on the input "
-                                f"or a state, got {_text(v)}", line=self.where.line, col=self.where.col)
+                                f"or a state, got {printed(v)}", line=self.where.line, col=self.where.col)
             first = self.first_vector = getattr(self, "first_vector", {})
-            first.setdefault(W.name, _text(v))
+            first.setdefault(W.name, printed(v))
             self._unify(f"cols:{W.name}", size, lambda n, m: (
                 f"{W.name} multiplies vectors of different sizes: {first[W.name]} (size {n}) "
-                f"and {_text(v)} (size {m})"))
+                f"and {printed(v)} (size {m})"))
             return self.H
         if isinstance(expr, sp.Symbol):
             self._use(expr.name, "vector")
@@ -225,7 +225,7 @@ class _Sizes:
         sized = [(arg, s) for arg, s in sizes if s is not None]
         for (a0, s0), (a1, s1) in zip(sized, sized[1:]):
             self._unify(s0, s1, lambda n, m, a0=a0, a1=a1: (
-                f"size mismatch: {_text(a0)} has size {n} but {_text(a1)} has size {m} "
+                f"size mismatch: {printed(a0)} has size {n} but {printed(a1)} has size {m} "
                 f"(the input size is {self.I}, the hidden size {self.H})"))
         return sized[0][1] if sized else None
 
@@ -772,12 +772,6 @@ def _terms(expr):
     if isinstance(expr, sp.Add):
         return [t for a in expr.args for t in _terms(a)]
     return [expr]
-
-
-def _text(expr):
-    from ..core.printer import to_numpy
-    return to_numpy(expr.replace(lambda e: isinstance(e, matvec),
-                                 lambda e: sp.Symbol(f"{e.args[0]} @ {e.args[1]}")))
 
 
 # in-loop product with a computed vector; its weight gradient is accumulated per step
