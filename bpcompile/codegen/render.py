@@ -13,7 +13,7 @@ from pathlib import Path
 import jinja2
 
 from . import layout, rowstep
-from ..memory import planner
+from ..memory import blocks, planner
 from ..version import __version__
 from ..core.parser import symbol
 from ..core.primitives import PRIMITIVES
@@ -105,7 +105,25 @@ def render_program(sched, graph, spec_text, source=None, quoted=()):
         seed=sched.seed,
         backward=aligned(sched.backward),
         grads=sched.grads,
+        block=_block_kernel(sched, graph),
+        out=graph.names.fresh("out"),
+        inputs_tuple_expr=f"({', '.join(graph.inputs)}{',' if len(graph.inputs) == 1 else ''})",
     )
+
+
+def _block_kernel(sched, graph):
+    """The blocked kernel of value_and_grad, laid out, or None (blocks.py)."""
+    names = graph.names
+    kernel = blocks.block_kernel(sched, graph, names)
+    if kernel is None:
+        return None
+    lines = []
+    for code, comment in kernel.body:
+        lines += layout.statement(code, comment) if code else layout.comment_lines(comment)
+    argument = names.fresh("buffers")
+    signature = layout.wrap(
+        f"def _value_and_grad_block({', '.join(kernel.params + [argument])}):", indent=0)
+    return {"signature": signature, "buffers": kernel.buffers, "body": lines, "argument": argument}
 
 
 @lru_cache(maxsize=None)

@@ -20,7 +20,9 @@ PYTHON_NAMES = frozenset(dir(builtins)) | frozenset(keyword.kwlist) | frozenset(
 MODULE_GLOBALS = frozenset({
     "np", "math", "numba",
     # program modules
-    "INPUTS", "WRT", "evaluate", "_sum_to",
+    "INPUTS", "WRT", "evaluate", "_sum_to", "_BLOCK", "_fits_blocks", "_blockwise",
+    "_write_into",
+    "_value_and_grad_block",
     # layer modules
     "DTYPE", "INPUT_SHAPE", "OUTPUTS", "LOSS", "SEQUENCE", "VOCAB", "PARAMS", "init_params",
     "forward", "backward", "value_and_grad", "predict", "sgd_step", "sgd_epoch", "_check",

@@ -66,13 +66,14 @@ def ufunc_call(expr):
     return None
 
 
-def ufunc_statements(expr, out, scratch, constant=repr, name=lambda ufunc: ufunc):
+def ufunc_statements(expr, out, scratch, constant=repr, name=lambda ufunc: ufunc, exact=False):
     """Statements that leave the value of `expr` in the buffer `out`, or None.
     `name(ufunc)` is how the code calls a NumPy function ("np.add" by default; the
-    one-example step binds them to local names)."""
+    one-example step binds them to local names).  `exact`: a function whose ufunc
+    form is less accurate than its printed form (sigmoid) is computed as printed."""
     lines = []
     try:
-        _Emitter(lines, scratch, constant, out, name).into(expr, out)
+        _Emitter(lines, scratch, constant, out, name, exact).into(expr, out)
     except Unsupported:
         return None
     return lines
@@ -83,8 +84,9 @@ def _is_leaf(expr):
 
 
 class _Emitter:
-    def __init__(self, lines, scratch, constant, out, name):
+    def __init__(self, lines, scratch, constant, out, name, exact=False):
         self.lines = lines
+        self.exact = exact
         self.name = name
         self.scratch = scratch
         self.constant = constant
@@ -124,9 +126,11 @@ class _Emitter:
         if text is not None:
             self.emit("np.copyto", out, text)
         elif expr.is_Add:
-            self.combine(expr.args, out, "np.add", "np.subtract", _negated)
+            self.combine(expr.args, out, "np.add", "np.subtract", negated)
         elif expr.is_Mul:
             self.combine(expr.args, out, "np.multiply", "np.divide", _inverted)
+        elif self.exact and getattr(BY_HEAD.get(type(expr)), "exact", None) is not None:
+            self.into(BY_HEAD[type(expr)].exact(*expr.args), out)
         else:
             call = ufunc_call(expr)
             if call is None:
@@ -198,7 +202,7 @@ class _Emitter:
             self.emit(inverse_op if inverted else op, out, source, out)
 
 
-def _negated(term):
+def negated(term):
     """(True, b) for a term -b of a sum, else (False, term)."""
     if term.is_Mul and term.args and term.args[0] == -1:
         rest = term.args[1:]
