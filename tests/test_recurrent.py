@@ -215,7 +215,7 @@ def test_lstm_loop_stacks_gate_weights_and_hoists_input_products():
     hoisted = "_X = xs.transpose(1, 0, 2).reshape(T * B, -1) @ _Wx.T"
     assert hoisted in source                                     # every step's input products
     assert source.index(hoisted) < source.index("for t in")      # out of the loop
-    assert "_S[:, 0:64] += h_prev @ _Wh.T" in source             # one matmul per step for z and r
+    assert "_S[:, 0:64] += (_Wh @ h_prev.T).T" in source         # one matmul per step for z and r
     assert "np.add.at" in source                                 # embedding gradient only
 
 
