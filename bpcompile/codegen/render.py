@@ -315,7 +315,7 @@ def _lines(statements, indent=4):
 
 def _param_view(p):
     return {"key": p.key, "var": p.var, "shape": repr(tuple(p.shape)), "fan_in": p.fan_in,
-            "fan_out": p.fan_out, "is_weight": p.is_weight}
+            "fan_out": p.fan_out, "is_weight": p.is_weight, "transposed": p.transposed}
 
 
 def _summary(compiler, graph):

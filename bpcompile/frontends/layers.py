@@ -38,6 +38,9 @@ class Layer:
         return f"layer {self.index} ({self.name})"
 
 
+# A linear layer's W with at least this many entries is stored transposed (see linear).
+TRANSPOSED_WEIGHTS = 16384
+
 @dataclass
 class Param:
     key: str            # "linear1.W": the name in PARAMS and in the params dict
@@ -46,6 +49,7 @@ class Param:
     fan_in: int = 0
     fan_out: int = 0
     is_weight: bool = True
+    transposed: bool = False   # init_params stores it as the transpose of a row-major array
 
 
 class LayerCompiler:
@@ -219,7 +223,8 @@ class LayerCompiler:
         self._loss(current)
         return self.graph
 
-    def param(self, layer, suffix, shape, fan_in=0, fan_out=0, is_weight=True, key_prefix=None):
+    def param(self, layer, suffix, shape, fan_in=0, fan_out=0, is_weight=True, key_prefix=None,
+              transposed=False):
         key = f"{key_prefix or layer.name}.{suffix}"
         if any(p.key == key for p in self.params):
             raise self.error(layer, f"the parameter key {shorten(key)} is already used by another layer; "
@@ -229,7 +234,7 @@ class LayerCompiler:
             raise self.error(layer, f"the model has more than {MAX_PARAMETERS:,} parameters "
                              f"({self.parameter_count:,} so far)")
         var = self.namer.fresh(key.replace(".", "_"))
-        self.params.append(Param(key, var, shape, fan_in, fan_out, is_weight))
+        self.params.append(Param(key, var, shape, fan_in, fan_out, is_weight, transposed))
         node = Node(var, "input", shape=shape, dtype=self.dtype, user=True, attrs={"param": key})
         return self.graph.add(node)
 
@@ -338,7 +343,10 @@ def _linear(compiler, layer, prev):
         raise compiler.error(layer, f"linear needs a (B, features) input, got shape "
                              f"{_shape_text(prev.shape)}; add a flatten layer before it")
     n_in = prev.shape[-1]
-    W = compiler.param(layer, "W", (out, n_in), fan_in=n_in, fan_out=out)
+    # A large W is stored transposed: x @ W.T then multiplies two row-major arrays, which
+    # BLAS does fastest (a small one stays row-major for the one-example step's updates).
+    W = compiler.param(layer, "W", (out, n_in), fan_in=n_in, fan_out=out,
+                       transposed=out * n_in >= TRANSPOSED_WEIGHTS)
     op = "linear_seq" if per_step else "linear"
     shape = prev.shape[:-1] + (out,)
     if bias:
