@@ -107,12 +107,21 @@ def _load_source(source, name):
     return module
 
 
+SOURCES = {}         # spec (as JSON) -> generated source, so a second setup only loads it
+
+
 def compile_spec(spec):
-    """The generated module of a spec dict (by the bpcompile of BPCOMPILE_ROOT if set)."""
+    """The generated module of a spec dict (by the bpcompile of BPCOMPILE_ROOT if set).
+    A spec compiled before is not compiled again: its source is loaded afresh."""
+    key = json.dumps(spec, sort_keys=True)
+    if key in SOURCES:
+        return _load_source(SOURCES[key], spec["name"])
     if BPCOMPILE_ROOT is None:
         import bpcompile
         COMPILED_WITH[spec["name"]] = bpcompile.__file__
-        return bpcompile.compile(spec)
+        module = bpcompile.compile(spec)
+        SOURCES[key] = module.SOURCE
+        return module
     root = os.path.abspath(BPCOMPILE_ROOT)
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     res = subprocess.run([sys.executable, "-c", _COMPILE_CHILD, root], input=json.dumps(spec),
@@ -123,6 +132,7 @@ def compile_spec(spec):
     if not os.path.abspath(out["file"]).startswith(root + os.sep):
         raise RuntimeError(f"expected bpcompile from {root}, got {out['file']}")
     COMPILED_WITH[spec["name"]] = out["file"]
+    SOURCES[key] = out["source"]
     return _load_source(out["source"], spec["name"])
 
 

@@ -230,6 +230,9 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=()):
     shape_text = ", ".join(map(str, compiler.input_shape))
     loss_text = loss.sequence_text if compiler.sequence else loss.text
     row = rowstep.render(compiler, sched, graph)
+    if row:
+        # the buffers are module globals, assigned by _allocate_one_example
+        row.global_lines = _global_statements(['_ONE_EXAMPLE_BUFFERS', *row.buffer_names])
     imports = imports_for(helpers)
     if row is not None:
         helpers += row.helpers
@@ -282,6 +285,18 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=()):
         row=row,
         stacks=compiler.stacks,
     )
+
+
+def _global_statements(names, indent=4):
+    """`global a, b, ...` lines within the line width (a global statement cannot be
+    continued inside brackets, so long lists take several)."""
+    lines, current = [], []
+    for name in names:
+        if current and indent + len("global ") + len(", ".join(current + [name])) > layout.WIDTH:
+            lines.append(current)
+            current = []
+        current.append(name)
+    return [f"global {', '.join(line)}" for line in lines + [current]]
 
 
 def _sparse_updates(graph, sched):

@@ -30,7 +30,8 @@ from ..core.tensor_ops import TENSOR_OPS
 
 @dataclass
 class RowStep:
-    buffers: list = field(default_factory=list)     # module-level `name = np.empty(...)` lines
+    buffers: list = field(default_factory=list)     # `name = np.empty(...)` lines, allocated once
+    buffer_names: list = field(default_factory=list)  # the names they assign
     body: list = field(default_factory=list)        # the function's statements after the checks
     checks: list = field(default_factory=list)      # (variable, key, shape) of each parameter
     x_shape: tuple = ()
@@ -361,8 +362,9 @@ class _Renderer:
                     step.body.append(f"{self.np.subtract}({var}, {g.box if g.is_float else g}, {var})")
         step.buffers = [f"{name} = np.empty({shape!r}, dtype=DTYPE)" for name, shape in self.declared.items()]
         step.buffers += list(self.views.values())
-        step.buffers += [f"{name} = np.array({number!r}, dtype=DTYPE)"
-                         for number, name in sorted(self.constants.items(), key=lambda item: item[1])]
+        constants = sorted(self.constants.items(), key=lambda item: item[1])
+        step.buffers += [f"{name} = np.array({number!r}, dtype=DTYPE)" for number, name in constants]
+        step.buffer_names = [*self.declared, *self.views, *(name for _, name in constants)]
         self.step.ufuncs = sorted(self.np.bound.items(), key=lambda item: item[1])
         step.helpers = sorted({h for n in self.graph if n.op in TENSOR_OPS
                                for h in row_rule(self.graph, n).helpers})

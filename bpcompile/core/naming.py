@@ -27,6 +27,7 @@ MODULE_GLOBALS = frozenset({
     "DTYPE", "INPUT_SHAPE", "OUTPUTS", "LOSS", "SEQUENCE", "VOCAB", "PARAMS", "init_params",
     "forward", "backward", "value_and_grad", "predict", "sgd_step", "sgd_epoch", "_check",
     "_initial_state", "STATE_KEYS", "_describe", "_glorot", "_ndarray", "_sgd_step_one",
+    "_ONE_EXAMPLE_BUFFERS", "_allocate_one_example",
     # set on loaded modules by bpcompile.compile
     "SOURCE", "GRAPH",
 })

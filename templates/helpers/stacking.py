@@ -33,7 +33,7 @@ def _stacked(parts):
     return np.concatenate(parts)
 
 # --- _subtract_product
-def _subtract_product(W, a, b, _scratch={}):
+def _subtract_product(W, a, b):
     """W -= a.T @ b; from few rows of a and b, about a megabyte of W's rows at a time.
 
     With few rows (one sentence's positions) the product costs little more
@@ -41,24 +41,13 @@ def _subtract_product(W, a, b, _scratch={}):
     large weight gradient (an output layer over a vocabulary) costs a fifth
     more than subtracted block by block while each block is in cache.  With
     many rows the product dominates, and with a W of a few megabytes the cache
-    holds it anyway: one call does it best.  A product of at most a megabyte
-    is written into a buffer kept between calls (in `_scratch`, by shape), as
-    a fresh one would cost page faults on every call.
+    holds it anyway: one call does it best.
     """
     if W.flags.f_contiguous and not W.flags.c_contiguous:
         W, a, b = W.T, b, a     # stored transposed (init_params): W.T -= b.T @ a, row-major
     if len(a) > 128 or W.nbytes <= 1 << 22:       # compute-bound, or W fits in cache anyway
-        rows = len(W)
-    else:
-        rows = max(1, (1 << 20) // max(1, W.itemsize * W[0].size))
-    if rows * W[0].nbytes > 1 << 20:
         W -= a.T @ b
         return
-    key = (rows,) + W.shape[1:] + (W.dtype.str,)
-    buffer = _scratch.get(key)
-    if buffer is None:
-        buffer = _scratch[key] = np.empty(key[:-1], dtype=W.dtype)
+    rows = max(1, (1 << 20) // max(1, W.itemsize * W[0].size))
     for start in range(0, len(W), rows):
-        part = buffer[:min(rows, len(W) - start)]
-        np.matmul(a[:, start:start + rows].T, b, out=part)
-        W[start:start + rows] -= part
+        W[start:start + rows] -= a[:, start:start + rows].T @ b
