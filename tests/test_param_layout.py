@@ -64,3 +64,24 @@ def test_class_ids_out_of_range_are_refused_for_every_integer_type(module, dtype
         with pytest.raises(ValueError, match="class ids"):
             module.sgd_step(params, x, y.astype(dtype), 0.1)
     module.sgd_step(params, x, np.array([0, 9, 1]).astype(dtype), 0.1)
+
+
+def test_a_sequence_model_gives_the_same_gradients_for_either_layout():
+    spec = {"name": "seq_layout", "dtype": "float64", "input": {"vocab": 200},
+            "layers": [{"embedding": 8}, {"lstm": {"hidden": 100}}, {"linear": 200}],
+            "loss": "softmax_cross_entropy"}
+    module = bpcompile.compile(spec)
+    stored = module.init_params(0)
+    assert stored["linear1.W"].flags.f_contiguous and not stored["linear1.W"].flags.c_contiguous
+    row_major = {k: np.array(v, order="C") for k, v in stored.items()}
+    rng = np.random.default_rng(4)
+    x, y = rng.integers(0, 200, (3, 5)), rng.integers(0, 200, (3, 5))
+    J1, g1 = module.value_and_grad(stored, x, y)
+    J2, g2 = module.value_and_grad(row_major, x, y)
+    assert J1 == pytest.approx(J2, rel=1e-12)
+    for k in g1:
+        np.testing.assert_allclose(g1[k], g2[k], rtol=1e-10, atol=1e-14)
+    module.sgd_step(stored, x, y, 0.1)
+    module.sgd_step(row_major, x, y, 0.1)
+    for k in stored:
+        np.testing.assert_allclose(stored[k], row_major[k], rtol=1e-10, atol=1e-14)

@@ -9,6 +9,7 @@ mismatch is a compile-time error that names the layer and its YAML line.
 """
 
 import math
+import textwrap
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -212,14 +213,15 @@ class LayerCompiler:
             g.add(Node("mask", "input", shape=("B", "T"), dtype=self.dtype, user=True))
         else:
             current = g.add(Node("x", "input", shape=("B",) + self.input_shape, dtype=self.dtype, user=True))
-        for layer in self._layer_entries():
-            self.layers.append(layer)
-            builder = LAYER_KINDS.get(layer.kind)
-            if builder is None:
+        layers = list(self._layer_entries())
+        for layer in layers:
+            if layer.kind not in LAYER_KINDS:
                 known = ", ".join(sorted(LAYER_KINDS))
                 raise self.spec.error(f"layer {layer.index} ({layer.kind}): unknown layer kind; "
                                       f"known kinds: {known}", "layers", layer.index - 1)
-            current = builder(self, layer, current)
+        for layer in _pool_before_relu(layers, self.notes):
+            self.layers.append(layer)
+            current = LAYER_KINDS[layer.kind](self, layer, current)
         self._loss(current)
         return self.graph
 
@@ -353,6 +355,23 @@ def _linear(compiler, layer, prev):
         b = compiler.param(layer, "b", (out,), is_weight=False)
         return compiler.node(layer, op, (prev.name, W.name, b.name), shape)
     return compiler.node(layer, op + "_nobias", (prev.name, W.name), shape)
+
+
+def _pool_before_relu(layers, notes):
+    """The layers in the order they are computed: a relu directly followed by a
+    max-pool is applied after it.  Max-pooling commutes with relu (the same values,
+    and the same gradients: a window's largest input is its largest output, and
+    where it is not positive both give no gradient), and relu then touches a
+    quarter of the values (with a 2x2 window), forward and backward."""
+    order = list(layers)
+    for k in range(len(order) - 1):
+        first, second = order[k], order[k + 1]
+        if first.kind == "relu" and set(first.options) <= {"name"} and second.kind == "maxpool2d":
+            order[k], order[k + 1] = second, first
+            notes.append(textwrap.fill(
+                f"{first.name} is applied after {second.name}: max-pooling commutes with relu "
+                "(same values and gradients), and relu then touches fewer values.", 78))
+    return order
 
 
 def _activation(kind):

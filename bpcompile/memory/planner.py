@@ -24,8 +24,8 @@ from .inplace import ufunc_call
 from ..core.primitives import PRIMITIVES
 from ..core.printer import to_numpy
 
-# Ops whose results never share memory with their operands.
-FRESH_TENSOR_OPS = {"linear", "linear_nobias", "linear_seq", "linear_seq_nobias"}
+# Ops whose results (their first target) never share memory with their operands.
+FRESH_TENSOR_OPS = {"linear", "linear_nobias", "linear_seq", "linear_seq_nobias", "maxpool2d"}
 # Ops that read an operand without keeping a view or an alias of it.
 SAFE_READERS = FRESH_TENSOR_OPS | {"softmax_cross_entropy", "sigmoid_binary_cross_entropy", "mse",
                                    "sum_squares", "softmax_cross_entropy_seq"}
@@ -68,7 +68,7 @@ def plan(statements, graph, adjoints, kept, consume=None, fresh=(), shapes=None)
             pinned |= {s.alias, *s.targets}
         elif op not in SAFE_READERS and not _elementwise(op):
             pinned |= s.reads
-        if len(s.targets) == 1 and not s.alias and (_elementwise(op) or op in FRESH_TENSOR_OPS):
+        if not s.alias and (len(s.targets) == 1 and _elementwise(op) or op in FRESH_TENSOR_OPS):
             owned.add(s.targets[0])
     inputs = {n.name for n in graph if n.op == "input"} - set(fresh)
     after = later_reads(statements)

@@ -45,8 +45,15 @@ def _sum_steps(g):
 
 # --- _matmul_steps
 def _matmul_steps(a, b):
-    """a (..., n) @ b (n, m) as one 2-D matrix product over all leading axes."""
-    return (a.reshape(-1, a.shape[-1]) @ b).reshape(a.shape[:-1] + (b.shape[-1],))
+    """a (..., n) @ b (n, m) as one 2-D matrix product over all leading axes.  With b
+    stored transposed (a large weight from init_params) it is (b.T @ a.T).T: OpenBLAS
+    multiplies a few rows by a transposed row-major matrix slowly."""
+    rows = a.reshape(-1, a.shape[-1])
+    if b.flags.f_contiguous and not b.flags.c_contiguous:
+        product = (b.T @ rows.T).T
+    else:
+        product = rows @ b
+    return product.reshape(a.shape[:-1] + (b.shape[-1],))
 
 # --- _sigmoid_binary_cross_entropy
 def _sigmoid_binary_cross_entropy(a, y):
