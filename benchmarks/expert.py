@@ -60,7 +60,8 @@ def run_harness(args, json_path):
     cmd = [sys.executable, str(BASELINES / "run_baselines.py"), "-w", args.workloads,
            "--impls", args.impls, "--extra", f"bpcompile={ADAPTER}", "--no-gemm",
            "--rounds", str(args.rounds), "--json", json_path]
-    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env = dict(os.environ, OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               BPCOMPILE_ROOT=str(ROOT))     # this checkout's bpcompile compiles the modules
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True, env=env)
 
@@ -95,7 +96,8 @@ def memory():
         for which in ("bpcompile", "expert"):
             res = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(BASELINES), str(ADAPTER),
                                   workload, which], capture_output=True, text=True, check=True,
-                                 env=dict(os.environ, OPENBLAS_NUM_THREADS="1"))
+                                 env=dict(os.environ, OPENBLAS_NUM_THREADS="1",
+                                          BPCOMPILE_ROOT=str(ROOT)))
             peaks[which] = json.loads(res.stdout.strip().splitlines()[-1]) / 2 ** 20
         print(f"{workload:10} {peaks['bpcompile']:10.2f} {peaks['expert']:10.2f}")
 
