@@ -154,22 +154,24 @@ def conv2d_backward(dout, saved, W, need_dx=True):
     dW = np.ascontiguousarray(dWt.T).reshape(W.shape)
     if not need_dx:
         return None, dW, db
-    # dx = col2im(W2.T @ d2), one kernel offset (i, j) at a time so that no
-    # (C*kh*kw, N) matrix is materialised: t = W[:, :, i, j].T @ d2 is the
-    # gradient of the im2col rows of offset (i, j), whose entries came from the
-    # padded pixels (c, h*sh + i, w*sw + j, b): one strided slice per offset.
-    # The row shifts i are summed first into u (C, Hp, W_out*B), where a target
-    # is a set of whole rows (long contiguous runs: ~3x faster adds than slices
-    # that are also cut along w); u is then added into dxp once per column shift j.
+    # dx = col2im(W2.T @ d2), one kernel column j at a time so that no
+    # (C*kh*kw, N) matrix is materialised: t[i] = W[:, :, i, j].T @ d2 (one
+    # product for all i, with kh*C rows: BLAS is slow with few) is the gradient
+    # of the im2col rows of offset (i, j), whose entries came from the padded
+    # pixels (c, h*sh + i, w*sw + j, b): one strided slice per offset.  The row
+    # shifts i are summed first into u (C, Hp, W_out*B), where a target is a set
+    # of whole rows (long contiguous runs: ~3x faster adds than slices that are
+    # also cut along w); u is then added into dxp once per column shift j.
     Hp = xp.shape[1]
     dxp = np.zeros(xp.shape, dtype=np.result_type(dout, W))
-    t = np.empty((C, Ho * Wo * B), dtype=dxp.dtype)
+    t = np.empty((kh, C, Ho * Wo * B), dtype=dxp.dtype)
     u = np.empty((C, Hp, Wo * B), dtype=dxp.dtype)
     for j in range(kw):
         u.fill(0)
+        conv_matmul_into(W[:, :, :, j].transpose(2, 1, 0).reshape(kh * C, O), d2,
+                         t.reshape(kh * C, Ho * Wo * B))
         for i in range(kh):
-            conv_matmul_into(W[:, :, i, j].T, d2, t)
-            u[:, i:i + sh * (Ho - 1) + 1:sh] += t.reshape(C, Ho, Wo * B)
+            u[:, i:i + sh * (Ho - 1) + 1:sh] += t[i].reshape(C, Ho, Wo * B)
         dxp[:, :, j:j + sw * (Wo - 1) + 1:sw] += u.reshape(C, Hp, Wo, B)
     dx = dxp[:, ph:ph + H, pw:pw + Wd].transpose(3, 0, 1, 2)
     return dx, dW, db
