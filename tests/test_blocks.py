@@ -159,6 +159,33 @@ def test_out_that_the_kernel_cannot_write_through_is_filled_by_the_plain_path():
     np.testing.assert_array_equal(out[0], module.evaluate(*small))
 
 
+def test_out_that_overlaps_an_input_is_computed_before_it_is_written():
+    """out = (x, ...): the kernel would write the value into x before reading x for the
+    gradient; the module computes first, then copies."""
+    module = bpcompile.compile(QUIZ)
+    rng = np.random.default_rng(6)
+    n = module._BLOCK * 2 + 7
+    x, z = rng.uniform(1.5, 3.0, n), rng.uniform(0.5, 1.0, n)
+    plain = _plain(module, [x.copy(), z.copy()])
+    out = (x, np.empty(n), z)                  # the value into x, dy/dz into z
+    value, (dx, dz) = module.value_and_grad(x, z, out=out)
+    assert value is x and dz is z
+    np.testing.assert_array_equal(value, plain[0])
+    np.testing.assert_array_equal(dx, plain[1][0])
+    np.testing.assert_array_equal(dz, plain[1][1])
+
+
+def test_out_arrays_that_overlap_each_other_are_refused():
+    module = bpcompile.compile(QUIZ)
+    n = module._BLOCK * 2
+    x, z = np.full(n, 2.0), np.full(n, 0.7)
+    shared = np.empty(n)
+    for size in (n, 5):
+        with pytest.raises(ValueError, match="overlaps"):
+            module.value_and_grad(x[:size], z[:size],
+                                  out=(np.empty(size), shared[:size], shared[:size]))
+
+
 @pytest.mark.parametrize("out", [None.__class__, (np.empty(5),), "abc"])
 def test_out_of_the_wrong_form_is_a_value_error(out):
     module = bpcompile.compile(QUIZ)

@@ -21,7 +21,7 @@ MODULE_GLOBALS = frozenset({
     "np", "math", "numba",
     # program modules
     "INPUTS", "WRT", "evaluate", "_sum_to", "_BLOCK", "_fits_blocks", "_blockwise",
-    "_write_into",
+    "_write_into", "_check_out",
     "_value_and_grad_block",
     # layer modules
     "DTYPE", "INPUT_SHAPE", "OUTPUTS", "LOSS", "SEQUENCE", "VOCAB", "PARAMS", "init_params",
