@@ -83,7 +83,7 @@ def _plan(sched, graph, names):
     for name in outputs:               # an output that is a copy reads its value at the end
         for s in getattr(known.get(symbol(name)), "free_symbols", ()):
             last_read[s.name] = len(steps)
-    return _emit(steps, last_read, known, graph, sched, outputs, names)
+    return _emit(steps, last_read, known, graph, outputs, names)
 
 
 def _fold(formulas, known):
@@ -171,7 +171,7 @@ def _reciprocal_bases(expr):
     return {p.base for p in expr.atoms(sp.Pow) if p.exp == -1 and p.base.is_Symbol}
 
 
-def _emit(steps, last_read, known, graph, sched, outputs, names):
+def _emit(steps, last_read, known, graph, outputs, names):
     inputs = set(graph.inputs)
     free, made = [], []                 # free buffers; every buffer, in order of creation
     owner = {}                          # name -> the buffer holding its value now
