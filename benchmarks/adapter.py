@@ -355,16 +355,9 @@ def setup_D(prob):
                   x=np.ascontiguousarray(tok[:-1].T), y=np.ascontiguousarray(tok[1:].T))
 
 
-def step_D(st):
-    st["m"].sgd_step(st["params"], st["x"], st["y"], st["lr"])
-
-
-def fwd_D(st):
-    st["m"].forward(st["params"], st["x"], st["y"])
-
-
-def fwdbwd_D(st):
-    st["m"].value_and_grad(st["params"], st["x"], st["y"])
+step_D = _batch_step
+fwd_D = _batch_fwd
+fwdbwd_D = _batch_fwdbwd
 
 
 def _d_export(st, d):

@@ -230,9 +230,6 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=()):
     shape_text = ", ".join(map(str, compiler.input_shape))
     loss_text = loss.sequence_text if compiler.sequence else loss.text
     row = rowstep.render(compiler, sched, graph)
-    if row:
-        # the buffers are module globals, assigned by _allocate_one_example
-        row.global_lines = _global_statements(['_ONE_EXAMPLE_BUFFERS', *row.buffer_names])
     imports = imports_for(helpers)
     if row is not None:
         helpers += row.helpers
@@ -283,6 +280,8 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=()):
         helpers=helpers_for(helpers),
         imports=imports,
         row=row,
+        # the one-example buffers are module globals, assigned by _allocate_one_example
+        row_globals=_global_statements(["_ONE_EXAMPLE_BUFFERS", *row.buffer_names]) if row else [],
         stacks=compiler.stacks,
     )
 
