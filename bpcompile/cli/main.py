@@ -18,11 +18,12 @@ import sys
 from ..version import __version__
 from ..errors import SpecError
 from .output import check_output, write_output
+from .train_args import TRAINING_COMMANDS, add_training_parsers
 
 # SymPy and NumPy are imported by the commands that need them, so that
 # `--help` and `--version` answer at once.
 
-COMMANDS = ("compile", "expr", "check", "graph", "train")
+COMMANDS = ("compile", "expr", "check", "graph") + TRAINING_COMMANDS
 _PLACEHOLDER = "\x00expression"          # stands for an `expr` text that starts with "-"
 MAX_LINE = 1000                          # characters of the one error line
 
@@ -56,21 +57,7 @@ def _parser():
     p.add_argument("--text", action="store_true", help="one equation per line instead of DOT")
     _output_options(p)
 
-    p = sub.add_parser("train", help="train a layer spec with SGD")
-    p.add_argument("spec")
-    p.add_argument("--data", default="digits", help="digits (embedded), PATH.npz, or an MNIST folder")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--batch-size", dest="batch_size", type=int, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--test", help="held-out CoNLL-U file for a tagger (default: the last 10%%)")
-    p.add_argument("--seq-len", dest="seq_len", type=int, default=None,
-                   help="truncated-BPTT chunk length for a language model")
-    p.add_argument("--save", help="write the trained parameters here (.npz)")
-    p.add_argument("--plot", help="write the training curves here (.png)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--force", action="store_true",
-                   help="let --save and --plot replace a regular file bpcompile did not write")
+    add_training_parsers(sub)
     return parser
 
 
@@ -287,13 +274,13 @@ def _check_point(compiled, args):
     return values, where
 
 
-def cmd_train(args):
-    from .train_command import run_training
-    return run_training(args)
+def cmd_training(args):
+    from .train_command import run_command
+    return run_command(args)
 
 
 COMMAND_FUNCTIONS = {"compile": cmd_compile, "expr": cmd_expr, "check": cmd_check,
-                     "graph": cmd_graph, "train": cmd_train}
+                     "graph": cmd_graph, **{name: cmd_training for name in TRAINING_COMMANDS}}
 
 
 if __name__ == "__main__":

@@ -169,3 +169,8 @@ def run_sequence_training(compiled, module, settings, args):
         raise SpecError(f"cannot train on {shorten(data)}: {reason}", args.spec, 1, 1) from None
     _save(args, params, train)
     return 0
+
+
+def run_command(args):
+    """Run the training command that `args.command` names."""
+    return {"train": run_training}[args.command](args)
