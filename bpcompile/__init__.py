@@ -3,6 +3,7 @@
     m = bpcompile.compile("exp(x*z) + x*z/log(x) + sin(log(x))/(x*z)")
     y, (dx, dz) = m.value_and_grad(2.0, 3.0)
     print(m.SOURCE)
+    net = bpcompile.compile("examples/mlp_digits.yaml")   # a str or Path ending in .yaml/.yml
 
 The names below are imported on first use, so that `bpcompile --help` does not
 wait for SymPy.

@@ -5,6 +5,9 @@
 """
 
 import ast
+import io
+import os
+import tokenize
 from pathlib import Path
 
 import sympy as sp
@@ -13,12 +16,14 @@ from .codegen import render
 from .core.autodiff import schedule
 from .errors import SpecError
 from .frontends.programs import build_graph, check_program, program_from_sympy
-from .core.parser import check_identifier, parse_expression, parse_program, Assignment
+from .core.parser import (NAMED_CONSTANTS, check_identifier, parse_expression, parse_program,
+                          Assignment)
 from .frontends.quote import printed, spec_lines
 from .result import Compiled, load_module  # noqa: F401  (load_module is part of the API)
 from .frontends.spec import Spec
 
 PROGRAM_KEYS = {"name", "inputs", "program", "expr", "output", "wrt", "check_at", "description"}
+SPEC_SUFFIXES = (".yaml", ".yml")
 
 
 def load_spec(text, file="<string>"):
@@ -81,11 +86,12 @@ def _compile_program_spec(spec):
     inputs = spec.string_list("inputs")
     wrt = spec.string_list("wrt")
     output = spec.string("output")
+    constants = program_constants(inputs)
     try:
         if has_program:
-            assignments = parse_program(text)
+            assignments = parse_program(text, constants=constants)
         else:
-            assignments = _expression_program(text, output, inputs)
+            assignments = _expression_program(text, output, inputs, constants)
         inputs, output, wrt = check_program(assignments, inputs, output, wrt)
     except SpecError as err:
         if err.field:
@@ -97,8 +103,14 @@ def _compile_program_spec(spec):
     return Compiled(name, graph, sched, source, spec)
 
 
-def _expression_program(text, output=None, inputs=None):
-    expr, names, cols = parse_expression(text)
+def program_constants(inputs):
+    """The named constants of a program: `e` and `pi`, except those listed as inputs
+    (an explicit input wins, so a spec whose input is called `e` keeps working)."""
+    return {name: value for name, value in NAMED_CONSTANTS.items() if name not in (inputs or ())}
+
+
+def _expression_program(text, output=None, inputs=None, constants=None):
+    expr, names, cols = parse_expression(text, constants=constants)
     target = output or _output_name(names + list(inputs or []))
     return [Assignment(target, expr, 1, 1, names, cols)]
 
@@ -151,8 +163,25 @@ def _looks_like_program(text):
     try:
         tree = ast.parse(text.strip())
     except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return False
+        # text with a syntax error is a program when it assigns: its error is then
+        # reported at its line in the program, not as an error of one expression
+        return _has_assignment(text)
     return bool(tree.body) and all(isinstance(s, ast.Assign) for s in tree.body)
+
+
+def _has_assignment(text):
+    """Whether Python's tokenizer finds an `=` outside brackets in `text`."""
+    depth = 0
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(text).readline):
+            if token.type == tokenize.OP:
+                depth += token.string in "([{"
+                depth -= token.string in ")]}"
+                if token.string == "=" and depth == 0:
+                    return True
+    except (tokenize.TokenError, SyntaxError):
+        pass
+    return False
 
 
 class _DictSpec(Spec):
@@ -168,43 +197,92 @@ class _DictSpec(Spec):
         return err.located(self.file)
 
 
-# --- loading generated source as a module ------------------------------------------
+# --- the API ---------------------------------------------------------------------------------
 
-def compile(obj, inputs=None, wrt=None, output=None, name="model"):
-    """Compile an expression, a program, a SymPy expression or a spec mapping
-    into a loaded module with `evaluate`, `forward`, `backward`,
-    `value_and_grad`, and `SOURCE` (the module's text)."""
+def spec_file(obj):
+    """The spec file that `obj` names, or None when `obj` is expression or program text.
+
+    The one rule of the API and the CLI: a str or an os.PathLike whose name ends in
+    .yaml or .yml is a spec file (one that does not exist is an error naming it); a
+    path of another suffix is an error, and so is a str that names an existing file
+    of another suffix; any other str is expression or program text.
+    """
+    if isinstance(obj, os.PathLike):
+        path = Path(obj)
+        if path.suffix.lower() not in SPEC_SUFFIXES:
+            raise _suffix_error(path)
+        return path
+    if not isinstance(obj, str) or "\n" in obj or not obj.strip():
+        return None
+    if obj.lower().endswith(SPEC_SUFFIXES):
+        return Path(obj)
+    path = Path(obj)
+    if path.suffix and _is_file(path):
+        raise _suffix_error(path)
+    return None
+
+
+def _is_file(path):
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
+
+
+def _suffix_error(path):
+    from .limits import clip
+    return SpecError(f"a spec file name must end in .yaml or .yml (got {clip(path.name)!r}); "
+                     "other text is read as an expression", clip(path), 1, 1)
+
+
+def compile_any(obj, inputs=None, wrt=None, output=None, name=None, purpose="compile"):
+    """Compiled from a spec file (str or Path), a spec dict, a SymPy expression, or
+    expression or program text: what `compile` and `graph` accept."""
+    path = spec_file(obj)
+    if path is not None or isinstance(obj, dict):
+        _refuse_text_options(inputs=inputs, wrt=wrt, output=output, name=name)
+        return compile_file(path) if path is not None else _compile_dict(obj)
+    name = "model" if name is None else name
     if isinstance(obj, sp.Basic):
-        compiled = compile_sympy(obj, _name_list(inputs, "inputs"), _name_list(wrt, "wrt"),
-                                 output, name)
-    elif isinstance(obj, dict):
-        import yaml
-        try:
-            text = yaml.safe_dump(obj, sort_keys=False)
-        except (yaml.YAMLError, RecursionError, ValueError) as err:
-            args = getattr(err, "args", ())
-            culprit = f": it holds a {type(args[1]).__name__}" if len(args) > 1 else ""
-            raise SpecError("a spec dict may hold only strings, numbers, booleans, None, lists "
-                            f"and dicts{culprit}") from None
-        compiled = compile_spec(load_spec(text))
-    elif isinstance(obj, str):
-        compiled = compile_text(obj, inputs, wrt, output, name)
-    else:
-        raise SpecError(f"cannot compile a {type(obj).__name__}: give text, a SymPy expression or a spec dict")
+        return compile_sympy(obj, _name_list(inputs, "inputs"), _name_list(wrt, "wrt"),
+                             output, name)
+    if isinstance(obj, str):
+        return compile_text(obj, inputs, wrt, output, name)
+    raise SpecError(f"cannot {purpose} a {type(obj).__name__}: give expression or program text, "
+                    "a SymPy expression, a spec dict or a spec file (.yaml or .yml)")
+
+
+def _refuse_text_options(**given):
+    for option, value in given.items():
+        if value is not None:
+            raise SpecError(f"{option}= applies to expression and program text; a spec gives "
+                            f"its own `{option}:`")
+
+
+def _compile_dict(obj):
+    import yaml
+    try:
+        text = yaml.safe_dump(obj, sort_keys=False)
+    except (yaml.YAMLError, RecursionError, ValueError) as err:
+        args = getattr(err, "args", ())
+        culprit = f": it holds a {type(args[1]).__name__}" if len(args) > 1 else ""
+        raise SpecError("a spec dict may hold only strings, numbers, booleans, None, lists "
+                        f"and dicts{culprit}") from None
+    return compile_spec(load_spec(text))
+
+
+def compile(obj, inputs=None, wrt=None, output=None, name=None):
+    """Compile expression or program text, a SymPy expression, a spec dict or a spec
+    file (a str or Path ending in .yaml or .yml) into a loaded module with
+    `evaluate`, `forward`, `backward`, `value_and_grad`, `SOURCE` (the module's text)
+    and `GRAPH`.  `inputs`, `wrt`, `output` and `name` (default "model") apply to
+    text and SymPy only: a spec names its own."""
+    compiled = compile_any(obj, inputs, wrt, output, name)
     module = load_module(compiled.source, compiled.name)
     module.GRAPH = compiled.graph
     return module
 
 
-def graph(obj, inputs=None, wrt=None, output=None, name="model"):
-    """The computation graph of an expression, program, SymPy expression or spec file path."""
-    if isinstance(obj, sp.Basic):
-        return compile_sympy(obj, _name_list(inputs, "inputs"), _name_list(wrt, "wrt"),
-                             output, name).graph
-    if not isinstance(obj, (str, Path)):
-        raise SpecError(f"cannot build the graph of a {type(obj).__name__}: give text, a SymPy "
-                        "expression or a spec file path")
-    if isinstance(obj, Path) or (isinstance(obj, str) and obj.endswith((".yaml", ".yml"))):
-        return compile_file(obj).graph
-    return compile_text(obj, inputs, wrt, output, name).graph
-
+def graph(obj, inputs=None, wrt=None, output=None, name=None):
+    """The computation graph (core.ir.Graph) of anything `compile` accepts."""
+    return compile_any(obj, inputs, wrt, output, name, purpose="build the graph of").graph

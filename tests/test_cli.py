@@ -112,8 +112,10 @@ def test_check_passes_on_the_examples(capsys, example):
     assert main(["check", str(EXAMPLES / example)]) == 0
     out = capsys.readouterr().out
     assert out.rstrip().endswith("ok")
-    errors = [float(e) for e in re.findall(r"relative error ([0-9.e+-]+)", out)]
-    assert errors and max(errors) < 1e-6
+    rows = _table_rows(out, r"[a-z]\w*")
+    assert rows and max(error for _, _, error in rows.values()) < 1e-6
+    worst = float(re.search(r"max relative error ([0-9.e+-]+)", out).group(1))
+    assert worst < 1e-6
 
 
 def test_check_uses_given_points_and_fails_with_a_tiny_tolerance(capsys):
@@ -147,6 +149,79 @@ def test_check_in_a_real_process():
     result = run_bpcompile("check", EXAMPLES / "quiz.yaml")
     assert result.returncode == 0, result.stderr
     assert b"ok" in result.stdout and result.stderr == b""
+
+
+def _table_rows(out, first_column):
+    """{first column: [the other columns as floats]} of the check's table rows."""
+    rows = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if parts and re.fullmatch(first_column, parts[0]) and len(parts) == 4:
+            rows[parts[0]] = [float(p) for p in parts[1:]]
+    return rows
+
+
+def test_check_an_expression_prints_analytic_and_numeric_side_by_side(capsys):
+    assert main(["check", "x**2*sin(y)", "--at", "x=1", "--at", "y=2"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^input\s+analytic\s+numeric\s+relative error$", out, flags=re.M)
+    rows = _table_rows(out, r"[xy]")
+    assert set(rows) == {"x", "y"}
+    expected = {"x": 2 * 1.0 * np.sin(2.0), "y": 1.0 * np.cos(2.0)}     # d/dx, d/dy of x^2 sin y
+    for name, (analytic, numeric, error) in rows.items():
+        assert analytic == pytest.approx(expected[name], rel=1e-11)
+        assert numeric == pytest.approx(expected[name], rel=1e-7)
+        # the columns are printed to 15 significant digits
+        assert abs(error - abs(analytic - numeric) / max(abs(analytic), abs(numeric))) < 1e-13
+    assert out.rstrip().endswith("ok") and "x=1, y=2" in out
+
+
+@pytest.mark.parametrize("argv", [["check", "-x**3", "--at", "x=2"],
+                                  ["check", "--at", "x=2", "-x**3"],
+                                  ["check", "--at", "x=2", "--", "-x**3"]])
+def test_check_an_expression_that_starts_with_minus(capsys, argv):
+    assert main(argv) == 0
+    rows = _table_rows(capsys.readouterr().out, "x")
+    assert rows["x"][0] == pytest.approx(-12.0, rel=1e-14)
+
+
+def test_check_a_program_text_and_its_errors(capsys):
+    assert main(["check", "t = x*y\nJ = exp(t)", "--at", "x=0.5", "--at", "y=-1"]) == 0
+    rows = _table_rows(capsys.readouterr().out, "[xy]")
+    assert rows["x"][0] == pytest.approx(-np.exp(-0.5), rel=1e-14)
+    assert rows["y"][0] == pytest.approx(0.5 * np.exp(-0.5), rel=1e-14)
+    assert main(["check", "x*y", "--at", "w=1"]) == 1
+    assert "'w' is not an input" in _one_error_line(capsys.readouterr().err, "<string>")
+    assert main(["check", "x +"]) == 1
+    assert "syntax error" in _one_error_line(capsys.readouterr().err, "<string>")
+    assert main(["check", "relu(x)", "--at", "x=0"]) == 1
+    assert "not differentiable" in _one_error_line(capsys.readouterr().err, "<string>")
+
+
+def test_check_refuses_at_on_a_layer_spec(capsys):
+    spec = EXAMPLES / "mlp_digits.yaml"
+    assert main(["check", str(spec), "--at", "x=1"]) == 1
+    captured = capsys.readouterr()
+    line = _one_error_line(captured.err, spec)
+    assert "--at" in line and "layer spec" in line and "--seed" in line
+    assert captured.out == ""
+
+
+def test_check_a_layer_spec_shows_entries_side_by_side(capsys):
+    assert main(["check", str(EXAMPLES / "mlp_digits.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"^parameter\s+analytic\s+numeric\s+relative error$", out, flags=re.M)
+    rows = _table_rows(out, r"(linear1|head)\.[Wb]\[[0-9,]+\]")
+    shapes = {"linear1.W": (128, 64), "linear1.b": (128,), "head.W": (10, 128), "head.b": (10,)}
+    for key, shape in shapes.items():
+        mine = [r for r in rows if r.startswith(key + "[")]
+        assert len(mine) == 3, (key, rows)
+        for row in mine:
+            index = tuple(int(i) for i in row[len(key) + 1:-1].split(","))
+            assert len(index) == len(shape) and all(0 <= i < n for i, n in zip(index, shape))
+            analytic, numeric, error = rows[row]
+            assert analytic == pytest.approx(numeric, rel=1e-4, abs=1e-9)
+    assert out.rstrip().endswith("ok")
 
 
 # --- graph ----------------------------------------------------------------------------------

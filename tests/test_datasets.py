@@ -88,7 +88,9 @@ def test_load_npz_ok(tmp_path):
         (dict(x_train=np.zeros((3, 2)), y_train=np.zeros(3), x_test=np.zeros((1, 5)),
               y_test=np.zeros(1)), "x_test"),
         (dict(x_train=np.zeros((3, 2)), y_train=np.zeros((3, 2)), x_test=np.zeros((1, 2)),
-              y_test=np.zeros(1)), "y_train must be 1-D"),
+              y_test=np.zeros(1)), r"y_train has rows of shape \(2,\) but y_test"),
+        (dict(x_train=np.zeros((3, 2)), y_train=np.zeros((3, 2, 1)), x_test=np.zeros((1, 2)),
+              y_test=np.zeros(1)), r"y_train must be 1-D \(N,\) or 2-D"),
         (dict(x_train=np.array(["a", "b"]), y_train=np.zeros(2), x_test=np.zeros((1, 2)),
               y_test=np.zeros(1)), "x_train has non-numeric"),
         (dict(x_train=np.array([None, 1], dtype=object), y_train=np.zeros(2),
@@ -232,3 +234,35 @@ def test_load_dataset_dispatch(tmp_path):
         datasets.load_dataset("cifar10")
     with pytest.raises(ValueError, match="unknown dataset"):
         datasets.load_dataset(tmp_path / "file.csv")
+
+
+def test_load_npz_keeps_two_dimensional_targets(tmp_path):
+    p = tmp_path / "reg.npz"
+    np.savez(p, x_train=np.zeros((4, 3)), y_train=np.arange(8.0).reshape(4, 2),
+             x_test=np.zeros((2, 3)), y_test=np.ones((2, 2)))
+    _, y_train, _, y_test = datasets.load_npz(p)
+    assert y_train.shape == (4, 2) and y_train.dtype == np.float32
+    np.testing.assert_array_equal(y_train, np.arange(8.0).reshape(4, 2))
+    assert y_test.shape == (2, 2)
+
+
+def test_split_validation_is_seeded_disjoint_and_complete():
+    x = np.arange(20).reshape(10, 2)
+    y = np.arange(10)
+    x_train, y_train, x_val, y_val = datasets.split_validation(x, y, 0.3, seed=4)
+    assert len(y_val) == 3 and len(y_train) == 7
+    assert sorted(np.concatenate([y_train, y_val]).tolist()) == list(range(10))
+    np.testing.assert_array_equal(x_val[:, 0], 2 * y_val)            # rows stay paired
+    assert list(y_train) == sorted(y_train)                          # training order kept
+    again = datasets.split_validation(x, y, 0.3, seed=4)
+    np.testing.assert_array_equal(again[3], y_val)
+    other = [set(datasets.split_validation(x, y, 0.3, seed=s)[3].tolist()) for s in range(6)]
+    assert len({frozenset(o) for o in other}) > 1                    # the seed matters
+    assert len(datasets.split_validation(x, y, 0.01)[3]) == 1         # at least one example
+
+
+@pytest.mark.parametrize("fraction, message", [(0, "between 0 and 1"), (1.0, "between 0 and 1"),
+                                               (-0.2, "between 0 and 1"), (0.96, "no training")])
+def test_split_validation_refuses_bad_fractions(fraction, message):
+    with pytest.raises(ValueError, match=message):
+        datasets.split_validation(np.zeros((10, 2)), np.zeros(10), fraction)

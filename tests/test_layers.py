@@ -187,7 +187,8 @@ def test_init_params_is_deterministic_and_source_is_byte_identical():
 
 @pytest.mark.parametrize("bad,message", [
     (lambda x, y, p: (x[:, :4], y, p), "x: expected an array of shape (B, 5)"),
-    (lambda x, y, p: (x.astype(np.float32), y, p), "x: expected dtype float64"),
+    (lambda x, y, p: (x.astype(complex), y, p), "x: expected numbers (a float, integer or bool array)"),
+    (lambda x, y, p: (x.astype(str), y, p), "x: expected numbers (a float, integer or bool array)"),
     (lambda x, y, p: (x, y[:2], p), "y: expected integer class ids of shape (4,)"),
     (lambda x, y, p: (x, y.astype(float), p), "y: expected integer class ids"),
     (lambda x, y, p: (x, y + 10, p), "y: class ids must lie in [0, 4)"),

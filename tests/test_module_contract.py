@@ -78,3 +78,49 @@ def test_grads_have_exactly_the_keys_of_params_and_the_state_gradient_is_separat
     minus = module.forward(params, x, y, None, {k: state[k] - h * direction[k] for k in state})[0]
     analytic = sum(np.vdot(dstate[k], direction[k]) for k in state)
     assert analytic == pytest.approx((plus - minus) / (2 * h), rel=1e-6)
+
+
+# --- predict(..., logits=True) (issue 14) ------------------------------------------------
+
+def _softmax(a):
+    e = np.exp(a - a.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+BCE = {"name": "bce", "dtype": "float64", "input": [3], "layers": [{"linear": 4}, "tanh", {"linear": 2}],
+       "loss": "sigmoid_binary_cross_entropy"}
+
+
+@pytest.mark.parametrize("spec,link", [(MLP, _softmax), (CONV, lambda a: a), (TAGGER, _softmax),
+                                       (BCE, lambda a: 1 / (1 + np.exp(-a)))],
+                         ids=["softmax", "mse", "sequence", "sigmoid"])
+def test_predict_returns_the_logits_before_the_losss_link(spec, link):
+    module = bpcompile.compile(spec)
+    params, x, y = random_problem(module, batch=3, seed=0)
+    extra = {"mask": np.array([[1, 1, 1, 0]] * 3)} if module.SEQUENCE else {}
+    logits = module.predict(params, x, logits=True, **extra)
+    predicted = module.predict(params, x, **extra)
+    assert logits.shape == predicted.shape == x.shape[:1 + module.SEQUENCE] + (module.OUTPUTS,)
+    np.testing.assert_allclose(link(logits), predicted, rtol=1e-12, atol=1e-15)
+    if spec is not CONV:
+        assert not np.allclose(logits, predicted)          # the link was applied
+    # the logits are what the loss reads: J from them, written out here
+    J = module.forward(params, x, y, **extra)[0]
+    if spec is MLP:
+        assert J == pytest.approx(-np.mean(np.log(_softmax(logits)[np.arange(3), y])), rel=1e-12)
+    elif spec is CONV:
+        assert J == pytest.approx(np.sum((logits - y) ** 2) / 2 / 3, rel=1e-12)
+    elif spec is BCE:
+        s = link(logits)
+        assert J == pytest.approx(-np.sum(y * np.log(s) + (1 - y) * np.log(1 - s)) / 3, rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["logits", "prediction", "one_example"])
+def test_a_layer_named_like_predicts_locals_does_not_break_it(name):
+    spec = dict(MLP, layers=[{"linear": 4}, "tanh", {"linear": {"out": 2, "name": name}}])
+    module = bpcompile.compile(spec)
+    params, x, _ = random_problem(module, batch=3, seed=0)
+    assert f"{name}.W" in module.PARAMS
+    p = module.predict(params, x)
+    np.testing.assert_allclose(p, _softmax(module.predict(params, x, logits=True)), rtol=1e-12)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)

@@ -130,7 +130,7 @@ def test_bad_input_on_one_example_raises_the_batch_paths_errors_and_changes_noth
         (params, x, np.array([3]), "class ids"),
         (params, x, np.array([-1]), "class ids"),
         (params, x, np.array([0.5]), "y"),
-        (params, x.astype(np.float32), y, "dtype"),
+        (params, x.astype(complex), y, "x: expected numbers"),
         (list(params.values()), x, y, "params"),
     ]
     for p, xx, yy, message in cases:

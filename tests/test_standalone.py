@@ -105,3 +105,48 @@ def test_the_blocker_really_blocks(tmp_path):
                             capture_output=True, cwd=tmp_path, timeout=120)
     assert result.returncode != 0
     assert b"blocked" in result.stderr
+
+
+LAYER_RUNNER = RUNNER.split("path, args_json")[0] + r"""
+path, state_path = sys.argv[1], sys.argv[2]
+spec = importlib.util.spec_from_file_location("generated_model", path)
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+
+params = module.init_params(0)
+rng = np.random.default_rng(0)
+if module.SEQUENCE:
+    x, y = [1, 2, 3], [0, 1, 2]                   # one sentence, as lists
+else:
+    x, y = rng.normal(size=module.INPUT_SHAPE).tolist(), 3    # one example, float64 list
+losses = []
+for update, options in ((module.sgd_update, {"lr": 0.01, "momentum": 0.9}),
+                        (module.adam_update, {"lr": 1e-3}), (module.adamw_update, {"lr": 1e-3})):
+    state = {}
+    for _ in range(3):
+        J, grads = module.value_and_grad(params, x, y)
+        update(params, grads, state, **options)
+        losses.append(float(J))
+np.savez(state_path, **state)
+logits = module.predict(params, x, logits=True)
+leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+print(json.dumps({"losses": losses, "logits_shape": list(logits.shape), "leaked": leaked,
+                  "state": sorted(state)[:3]}))
+"""
+
+
+@pytest.mark.parametrize("example", ["mlp_digits.yaml", "pos_tagger.yaml"])
+def test_a_layer_module_trains_with_its_optimizers_without_the_compiler(tmp_path, example):
+    out = tmp_path / "model.py"
+    assert main([str(EXAMPLES / example), "-o", str(out)]) == 0
+    result = subprocess.run([sys.executable, "-I", "-c", LAYER_RUNNER, str(out), str(tmp_path / "s.npz")],
+                            capture_output=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()
+    report = json.loads(result.stdout)
+    assert report["leaked"] == []
+    assert report["losses"][-1] < report["losses"][0]
+    assert report["state"][0].startswith("exp_avg/")
+    with np.load(tmp_path / "s.npz") as saved:
+        assert int(saved["step"]) == 3 and saved["step"].dtype == np.int64
+    expected = [3, 17] if example == "pos_tagger.yaml" else [10]
+    assert report["logits_shape"][-1] == expected[-1] and len(report["logits_shape"]) == len(expected)

@@ -2,22 +2,30 @@
 
     bpcompile SPEC.yaml -o model.py        compile a spec to a standalone module
     bpcompile expr "EXPR" -o f.py          compile one expression
-    bpcompile check SPEC.yaml              finite-difference check of the gradients
-    bpcompile graph SPEC.yaml -o g.dot     the computation graph (Graphviz DOT)
+    bpcompile check SPEC.yaml|"EXPR"       finite-difference check of the gradients
+    bpcompile graph SPEC.yaml|"EXPR" -o g.dot|g.png|g.svg|g.pdf
+                                           the computation graph (DOT; images via Graphviz)
     bpcompile train SPEC.yaml              SGD training (layer specs)
 
-Bad input is reported as one line `FILE:LINE:COL: error: ...` with exit status 1.
-`-o -` (the default) writes to standard output.  An expression that starts
-with `-` may follow `--` (`bpcompile expr -- -x`), or stand alone (`bpcompile expr -x`).
+`check` and `graph` take a spec file (a name ending in .yaml or .yml) or an
+expression or program text, like `expr`.  Bad input is reported as one line
+`FILE:LINE:COL: error: ...` with exit status 1.  `-o -` (the default) writes to
+standard output.  An expression that starts with `-` may follow `--`
+(`bpcompile expr -- -x`), or stand alone (`bpcompile expr -x`).
 """
 
 import argparse
 import os
+import shlex
+import shutil
+import struct
+import subprocess
 import sys
+import zlib
 
 from ..version import __version__
 from ..errors import SpecError
-from .output import check_output, write_output
+from .output import PNG_MARKER, check_output, is_stdout, write_file, write_output
 from .train_args import TRAINING_COMMANDS, add_training_parsers
 
 # SymPy and NumPy are imported by the commands that need them, so that
@@ -26,6 +34,8 @@ from .train_args import TRAINING_COMMANDS, add_training_parsers
 COMMANDS = ("compile", "expr", "check", "graph") + TRAINING_COMMANDS
 _PLACEHOLDER = "\x00expression"          # stands for an `expr` text that starts with "-"
 MAX_LINE = 1000                          # characters of the one error line
+DOT_FORMATS = {".dot": "dot", ".gv": "dot", ".png": "png", ".svg": "svg", ".pdf": "pdf"}
+DOT_TIMEOUT = 60                         # seconds Graphviz may take to render one graph
 
 
 def _parser():
@@ -46,14 +56,20 @@ def _parser():
     _output_options(p)
 
     p = sub.add_parser("check", help="compare the gradients with central finite differences")
-    p.add_argument("spec")
+    p.add_argument("spec", help="a spec file (.yaml or .yml) or an expression or program text")
     p.add_argument("--at", action="append", default=[], metavar="NAME=VALUE",
-                   help="input value (repeatable); default: the spec's check_at, else random")
-    p.add_argument("--seed", type=int, default=0)
+                   help="input value (repeatable; expressions and programs only); "
+                        "default: the spec's check_at, else random")
+    p.add_argument("--seed", type=int, default=0,
+                   help="seed of the random point, or of a layer spec's random parameters and "
+                        "batch (default 0)")
     p.add_argument("--tol", type=float, default=1e-6, help="largest acceptable relative error")
 
-    p = sub.add_parser("graph", help="write the computation graph")
-    p.add_argument("spec")
+    p = sub.add_parser("graph", help="write the computation graph",
+                       description="Write the computation graph. The format follows the -o "
+                       "suffix: .dot or .gv (and -o -) DOT text; .png, .svg or .pdf rendered "
+                       "by Graphviz's `dot` program, which must be installed.")
+    p.add_argument("spec", help="a spec file (.yaml or .yml) or an expression or program text")
     p.add_argument("--text", action="store_true", help="one equation per line instead of DOT")
     _output_options(p)
 
@@ -67,32 +83,49 @@ def _output_options(p):
                    help="replace a regular file bpcompile did not write")
 
 
-_EXPR_LONG = ("--inputs", "--wrt", "--name", "--output", "--force", "--help")
+# Commands whose positional argument may be expression text: (options that take a
+# value, flags).  Used only to tell an expression such as `-x` from an option.
+_TEXT_COMMANDS = {
+    "expr": (("-o", "--output", "--inputs", "--wrt", "--name"), ("-h", "--help", "--force")),
+    "check": (("--at", "--seed", "--tol"), ("-h", "--help")),
+    "graph": (("-o", "--output"), ("-h", "--help", "--force", "--text")),
+}
 
 
 def _expression_argument(argv):
-    """(argv, text): in `expr`, an expression that starts with "-" and is no option
-    (`-x`, `-(a+b)`, `--x`) is swapped for a placeholder so that argparse leaves it
-    alone; `text` is the expression (None if there is none to swap)."""
-    if "expr" not in argv[:1]:
+    """(argv, text): in `expr`, `check` and `graph`, an expression that starts with "-"
+    and is no option (`-x`, `-(a+b)`, `--x`) is swapped for a placeholder so that
+    argparse leaves it alone; `text` is the expression (None if there is none to swap)."""
+    if not argv or argv[0] not in _TEXT_COMMANDS:
         return argv, None
+    valued, flags = _TEXT_COMMANDS[argv[0]]
     i = 1
     while i < len(argv):
         arg = argv[i]
         if arg == "--" or not arg.startswith("-") or arg == "-":
             return argv, None
-        option = arg.split("=", 1)[0]
-        if arg in ("-h", "-o") or (option.startswith("--") and len(option) > 2
-                                   and any(o.startswith(option) for o in _EXPR_LONG)):
-            takes_value = option in ("-o",) or (option.startswith("--") and not any(
-                o.startswith(option) for o in ("--force", "--help")))
-            i += 2 if takes_value and "=" not in arg else 1
-            continue
-        if arg.startswith("-o"):          # -oFILE
-            i += 1
-            continue
-        return argv[:i] + [_PLACEHOLDER] + argv[i + 1:], arg
+        kind = _option_kind(arg, valued, flags)
+        if kind is None:
+            return argv[:i] + [_PLACEHOLDER] + argv[i + 1:], arg
+        i += 2 if kind == "valued" else 1
     return argv, None
+
+
+def _option_kind(arg, valued, flags):
+    """"valued" (an option whose value is the next argument), "flag" (an option that
+    stands alone, or carries its value: `--at=x=1`, `-oFILE`), or None: no option."""
+    option = arg.split("=", 1)[0]
+    if option.startswith("--"):
+        # argparse accepts unambiguous prefixes of long options
+        matches = [o for o in valued + flags if len(option) > 2 and o.startswith(option)]
+        if not matches:
+            return None
+        return "valued" if "=" not in arg and all(m in valued for m in matches) else "flag"
+    if arg in valued:
+        return "valued"
+    if arg in flags or any(arg.startswith(o) for o in valued if len(o) == 2):
+        return "flag"
+    return None
 
 
 def main(argv=None):
@@ -104,8 +137,9 @@ def main(argv=None):
     if args.command is None:
         _parser().print_help()
         return 1
-    if text is not None and getattr(args, "text", None) == _PLACEHOLDER:
-        args.text = text
+    for positional in ("text", "spec"):
+        if text is not None and getattr(args, positional, None) == _PLACEHOLDER:
+            setattr(args, positional, text)
     import warnings
     try:
         with warnings.catch_warnings():
@@ -168,27 +202,155 @@ def cmd_expr(args):
     return _emit(args, compiled.source)
 
 
-def cmd_graph(args):
-    from ..compiler import compile_file
-    check_output(_output(args), args.force)
-    graph = compile_file(args.spec).graph
-    if args.text:
-        return _emit(args, f"# @generated by bpcompile {__version__}\n" + graph.equations())
-    return _emit(args, f"// @generated by bpcompile {__version__}\n" + graph.to_dot())
+def _compile_argument(arg):
+    """(Compiled, where messages point): `arg` is a spec file by the API's rule
+    (compiler.spec_file), else expression or program text."""
+    from ..compiler import compile_file, compile_text, spec_file
+    if spec_file(arg) is not None:
+        return compile_file(arg), arg
+    return compile_text(arg), "<string>"
 
+
+# --- graph ------------------------------------------------------------------------------------
+
+def cmd_graph(args):
+    out = _output(args)
+    check_output(out, args.force)
+    kind = _graph_format(out, args.text)
+    dot_program = _graphviz(out, kind, args.spec) if kind not in ("dot", "text") else None
+    graph = _compile_argument(args.spec)[0].graph
+    if kind == "text":
+        return _emit(args, f"# @generated by bpcompile {__version__}\n" + graph.equations())
+    dot = f"// @generated by bpcompile {__version__}\n" + graph.to_dot()
+    if kind == "dot":
+        return _emit(args, dot)
+    image = _render(dot_program, dot, kind, out)
+    write_file(out, lambda f: f.write(image), force=args.force)
+    return 0
+
+
+def _graph_format(out, text):
+    """"text", "dot", or the Graphviz output format that the -o suffix asks for."""
+    if is_stdout(out):
+        return "text" if text else "dot"
+    suffix = os.path.splitext(out)[1].lower()
+    kind = DOT_FORMATS.get(suffix)
+    if text:
+        if kind not in (None, "dot"):
+            raise _file_error(out, f"--text writes text, not a {suffix} image; use -o NAME.txt")
+        return "text"
+    if kind is None:
+        found = f"suffix {suffix!r}" if suffix else "no suffix"
+        raise _file_error(out, f"-o: unknown graph format ({found}): use .dot or .gv for DOT "
+                          "text, or .png, .svg or .pdf for an image rendered by Graphviz")
+    return kind
+
+
+def _graphviz(out, kind, spec):
+    """The path of Graphviz's `dot` program, or a one-line error that says how to get it."""
+    program = shutil.which("dot")
+    if program is None:
+        stem = os.path.splitext(os.path.basename(out))[0] or "graph"
+        from ..limits import MAX_ECHO
+        # the command as the user can paste it, unless the text is too long or has lines
+        given = shlex.quote(spec) if len(spec) <= MAX_ECHO and "\n" not in spec else "SPEC"
+        by_hand = (f"bpcompile graph {given} -o {shlex.quote(stem + '.dot')} && "
+                   f"dot -T{kind} {shlex.quote(stem + '.dot')} -o {shlex.quote(out)}")
+        raise _file_error(out, f"writing a .{kind} image needs Graphviz's `dot` program, which is "
+                          "not installed: install the graphviz package (`apt install graphviz` or "
+                          f"`brew install graphviz`), or write DOT and render it: {by_hand}")
+    return program
+
+
+def _render(program, dot, kind, out):
+    """The image bytes that `dot -T<kind>` makes of the DOT text (given on stdin)."""
+    try:
+        result = subprocess.run([program, f"-T{kind}"], input=dot.encode("utf-8"),
+                                capture_output=True, timeout=DOT_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        raise _file_error(out, f"Graphviz's dot did not finish within {DOT_TIMEOUT} s; "
+                          "write DOT (-o NAME.dot) instead") from None
+    except OSError as err:
+        raise _file_error(out, f"cannot run Graphviz's dot ({program}): "
+                          f"{err.strerror or err}") from None
+    if result.returncode != 0 or not result.stdout:
+        from ..limits import clip
+        said = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        reason = f": {clip(said[0])}" if said else ""
+        status = (f"failed (exit status {result.returncode})" if result.returncode
+                  else "wrote nothing")
+        raise _file_error(out, f"Graphviz's dot {status}{reason}")
+    marked = {"png": _png_marked, "svg": _svg_marked}.get(kind)
+    return marked(result.stdout) if marked else result.stdout
+
+
+def _png_marked(data):
+    """PNG bytes with bpcompile's text chunk after IHDR, so that a later run may
+    replace the file without --force (output.generated_by_us looks for it)."""
+    ihdr_end = 8 + 8 + 13 + 4                # signature, IHDR length and type, data, CRC
+    if not (data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR"):
+        return data
+    kind_and_body = PNG_MARKER               # b"tEXt" + keyword NUL text
+    chunk = (struct.pack(">I", len(kind_and_body) - 4) + kind_and_body
+             + struct.pack(">I", zlib.crc32(kind_and_body)))
+    return data[:ihdr_end] + chunk + data[ihdr_end:]
+
+
+SVG_MARKER = b"<!-- @generated by bpcompile -->\n"
+
+
+def _svg_marked(data):
+    """SVG bytes with bpcompile's comment after the XML declaration (where a comment
+    may stand), so that the file says where it came from."""
+    if data.startswith(b"<?xml"):
+        end = data.find(b"?>")
+        if end >= 0:
+            cut = end + 2
+            if data[cut:cut + 1] == b"\n":
+                cut += 1
+            return data[:cut] + SVG_MARKER + data[cut:]
+        return data
+    return SVG_MARKER + data
+
+
+def _file_error(path, message):
+    from ..limits import clip
+    return SpecError(message, clip(path), 1, 1)
+
+
+# --- check ------------------------------------------------------------------------------------
 
 def cmd_check(args):
-    from ..compiler import compile_file, load_module
-    compiled = compile_file(args.spec)
+    compiled, where = _compile_argument(args.spec)
     if not (args.tol >= 0 and args.tol < float("inf")):
-        raise SpecError(f"--tol must be a finite non-negative number, got {args.tol}", args.spec, 1, 1)
+        raise SpecError(f"--tol must be a finite non-negative number, got {args.tol}", where, 1, 1)
     if compiled.model is not None:
+        if args.at:
+            raise SpecError("--at applies to expressions and programs: a layer spec is checked "
+                            "at random parameters and a random batch (choose them with --seed)",
+                            where, 1, 1)
         return _check_layers(compiled, args)
-    module = load_module(compiled.source, compiled.name)
-    values, where = _check_point(compiled, args)
-    from ..training.gradcheck import check_module, one_sided_gradients
+    return _check_program(compiled, args, where)
+
+
+def _subject(compiled, args, file):
+    """What the check's heading calls the function: a short expression as written,
+    else the name of the program's output."""
+    from ..limits import MAX_ECHO
+    text = args.spec
+    if file == "<string>" and len(text) <= MAX_ECHO and "\n" not in text and "=" not in text:
+        return text.strip()
+    return compiled.graph.output
+
+
+def _check_program(compiled, args, file):
+    from ..compiler import load_module
+    from ..training.gradcheck import module_checks, one_sided_gradients
     import numpy as np
-    point = [np.float64(values[n]) for n in module.INPUTS]   # NumPy: overflow gives inf, not an error
+    module = load_module(compiled.source, compiled.name)
+    values, where = _check_point(compiled, args, file)
+    # NumPy scalars: an overflow gives inf, not an error
+    point = [np.float64(values[n]) for n in module.INPUTS]
     at = ", ".join(f"{n}={values[n]:g}" for n in module.INPUTS)
     output = compiled.graph.output
     with np.errstate(all="ignore"):
@@ -196,42 +358,71 @@ def cmd_check(args):
         if not (np.all(np.isfinite(value)) and all(np.all(np.isfinite(g)) for g in grads)):
             raise where(f"{at} is outside the domain of {output}: its value or gradient is not "
                         "finite there; choose another point with --at NAME=VALUE")
-        errors = check_module(module, point)
-        worst = max(errors.values())
+        checks = module_checks(module, point)
+        worst = max(c.error for c in checks)
         if worst > args.tol or not np.isfinite(worst):
-            for name, (left, right) in one_sided_gradients(module, point).items():
-                if not (np.isfinite(left) and np.isfinite(right)):
-                    raise where(f"{output} is not defined on both sides of {at} (the "
-                                f"finite differences in {name} leave its domain); choose "
-                                "another point with --at NAME=VALUE")
-                if abs(left - right) > 1e-3 * max(abs(left), abs(right), 1e-3):
-                    raise where(f"{output} is not differentiable at {at}: the one-sided "
-                                f"differences in {name} disagree ({left:.6g} from the left, "
-                                f"{right:.6g} from the right); choose another point with --at "
-                                "NAME=VALUE")
-    for name, err in errors.items():
-        print(f"d{output}/d{name}: relative error {err:.2e}")
+            _refuse_kinks(module, point, output, at, where, one_sided_gradients)
+    print(f"gradient of {_subject(compiled, args, file)} at {at} (analytic, and central "
+          "differences in float64):")
+    _print_checks(checks, "input")
     verdict = "ok" if worst <= args.tol else f"FAILED (tolerance {args.tol:g})"
     print(f"max relative error {worst:.2e} at {at}: {verdict}")
     return 0 if worst <= args.tol else 1
 
 
+def _refuse_kinks(module, point, output, at, where, one_sided_gradients):
+    """Raise where the check cannot mean anything: the differences leave the domain,
+    or the one-sided differences disagree (a kink, as relu has at 0)."""
+    import numpy as np
+    for name, (left, right) in one_sided_gradients(module, point).items():
+        if not (np.isfinite(left) and np.isfinite(right)):
+            raise where(f"{output} is not defined on both sides of {at} (the "
+                        f"finite differences in {name} leave its domain); choose "
+                        "another point with --at NAME=VALUE")
+        if abs(left - right) > 1e-3 * max(abs(left), abs(right), 1e-3):
+            raise where(f"{output} is not differentiable at {at}: the one-sided "
+                        f"differences in {name} disagree ({left:.6g} from the left, "
+                        f"{right:.6g} from the right); choose another point with --at "
+                        "NAME=VALUE")
+
+
+def _print_checks(checks, first):
+    """The checked entries side by side: name (with the index of an array entry),
+    analytic, numeric and their relative error, in aligned columns."""
+    from ..training.gradcheck import relative_error
+    rows = [(first, "analytic", "numeric", "relative error")]
+    for check in checks:
+        for index, analytic, numeric in check.entries:
+            label = check.name if check.checked == 1 and not index else (
+                f"{check.name}[{','.join(map(str, index))}]")
+            rows.append((label, f"{analytic:.15g}", f"{numeric:.15g}",
+                         f"{relative_error(analytic, numeric):.2e}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+
+
 def _check_layers(compiled, args):
-    from ..training.check import BATCH, ENTRIES, layer_errors
-    errors = layer_errors(compiled.spec, args.seed)
-    for key, err in errors.items():
-        print(f"dJ/d{key}: relative error {err:.2e}")
-    if not errors:
+    from ..training.check import BATCH, ENTRIES, layer_checks
+    from ..training.gradcheck import SHOWN
+    checks = layer_checks(compiled.spec, args.seed)
+    if not checks:
         print("the spec has no parameters: there is no gradient to check")
         return 0
-    worst = max(errors.values())
+    print(f"gradient of the loss at random parameters (float64, batch {BATCH}, seed {args.seed}; "
+          f"{SHOWN} of the checked entries of each parameter):")
+    _print_checks(checks.values(), "parameter")
+    for key, check in checks.items():
+        entries = f"{check.checked} entry" if check.checked == 1 else f"{check.checked} entries"
+        print(f"dJ/d{key}: relative error {check.error:.2e} (norm-wise, over {entries})")
+    worst = max(c.error for c in checks.values())
     verdict = "ok" if worst <= args.tol else f"FAILED (tolerance {args.tol:g})"
     print(f"max relative error {worst:.2e} (float64, batch {BATCH}, up to {ENTRIES} entries per "
           f"parameter): {verdict}")
     return 0 if worst <= args.tol else 1
 
 
-def _check_point(compiled, args):
+def _check_point(compiled, args, file):
     """(input name -> float, where): the point to check at, and a function that makes
     a SpecError located where the point came from (check_at, --at, or the file)."""
     import numpy as np
@@ -240,7 +431,7 @@ def _check_point(compiled, args):
     spec = compiled.spec
     rng = np.random.default_rng(args.seed)
     values = {n: float(rng.uniform(0.5, 1.5)) for n in inputs}
-    where = (lambda message: SpecError(message, args.spec, 1, 1))
+    where = (lambda message: SpecError(message, file, 1, 1))
 
     def number(value):
         try:
@@ -265,12 +456,12 @@ def _check_point(compiled, args):
     for item in args.at:
         name, _, value = item.partition("=")
         if name not in values:
-            raise SpecError(f"--at {shorten(item)}: {shorten(name)} is not an input", args.spec, 1, 1)
+            raise SpecError(f"--at {shorten(item)}: {shorten(name)} is not an input", file, 1, 1)
         if number(value) is None:
             raise SpecError(f"--at {shorten(item)}: {shorten(value)} is not a finite number of "
-                            f"magnitude at most {MAX_CONSTANT:g}", args.spec, 1, 1)
+                            f"magnitude at most {MAX_CONSTANT:g}", file, 1, 1)
         values[name] = number(value)
-        where = (lambda message: SpecError(message, args.spec, 1, 1))
+        where = (lambda message: SpecError(message, file, 1, 1))
     return values, where
 
 

@@ -138,10 +138,14 @@ def helper_blocks():
     return blocks
 
 
+# The optimizer updates every layer module defines after sgd_step (helpers/optimizers.py).
+OPTIMIZERS = "optimizers.py"
+
+
 @lru_cache(maxsize=None)
 def module_globals():
     """Every top-level name that a helper or kernel file may bring into a generated
-    module: the symbol table never hands these out."""
+    module, the symbol table never hands these out."""
     names = set(helper_blocks())
     for path in sorted((templates_dir() / "kernels").glob("*.py")):
         for node in ast.parse(path.read_text(encoding="utf-8")).body:
@@ -152,6 +156,13 @@ def module_globals():
             elif isinstance(node, (ast.Import, ast.ImportFrom)):
                 names.update((a.asname or a.name).split(".")[0] for a in node.names)
     return frozenset(names)
+
+
+@lru_cache(maxsize=None)
+def file_blocks(name):
+    """The function names of templates/helpers/<name>, in the file's order."""
+    text = (templates_dir() / "helpers" / name).read_text(encoding="utf-8")
+    return tuple(node.name for node in ast.parse(text).body if isinstance(node, ast.FunctionDef))
 
 
 def helpers_for(names):
@@ -218,13 +229,10 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=()):
     if compiler.stacks:
         helpers.append("_side_by_side")
     loss = compiler.loss
-    if loss.link in PRIMITIVES:      # an elementwise link prints as the primitive does
-        predict_return = to_numpy(PRIMITIVES[loss.link].build(symbol(compiler.logits)))
-    elif loss.link:
+    if loss.link and loss.link not in PRIMITIVES:
         helpers.append(f"_{loss.link}")
-        predict_return = f"_{loss.link}({compiler.logits})"
-    else:
-        predict_return = compiler.logits
+    optimizers = [n for n in file_blocks(OPTIMIZERS) if not n.startswith("_")]
+    helpers += [n for n in file_blocks(OPTIMIZERS) if n.startswith("_")] + ["_as_array", "_float_ids_hint"]
     initial = {var for _, var, _ in compiler.states}
     cache = [n for n in sched.cache if n not in param_of and n not in initial]
     shape_text = ", ".join(map(str, compiler.input_shape))
@@ -275,8 +283,10 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=()):
         seq_pass=", mask, state" if compiler.sequence else "",
         predict=predict,
         predict_params=used_params(predict_statements),
-        predict_return=predict_return,
-        predict_text=loss.predict_text,
+        predict_result=_predict_result(loss, compiler.logits),
+        predict_doc=_predict_doc(loss, compiler),
+        boundary_text=_boundary_text(compiler),
+        optimizers=[helper_blocks()[n] for n in optimizers],
         helpers=helpers_for(helpers),
         imports=imports,
         row=row,
@@ -284,6 +294,67 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=()):
         row_globals=_global_statements(["_ONE_EXAMPLE_BUFFERS", *row.buffer_names]) if row else [],
         stacks=compiler.stacks,
     )
+
+
+def _predict_result(loss, logits):
+    """predict's `prediction = ...` line(s): the logits, or the loss's link applied to
+    them unless logits=True."""
+    if loss.link in PRIMITIVES:      # an elementwise link prints as the primitive does
+        linked = to_numpy(PRIMITIVES[loss.link].build(symbol(logits)))
+    elif loss.link:
+        linked = f"_{loss.link}({logits})"
+    else:
+        return [f"prediction = {logits}  # {loss.name} has no link: these are the logits"]
+    return layout.statement(f"prediction = {logits} if logits else {linked}")
+
+
+def _predict_doc(loss, compiler):
+    """predict's docstring, as lines."""
+    batch = "B, T" if compiler.sequence else "B"
+    one = "one sequence" if compiler.sequence else "one example"
+    one_shape = f"(T, {compiler.classes})" if compiler.sequence else f"({compiler.classes},)"
+    first = f"{loss.predict_text}, shape ({batch}, {compiler.classes})"
+    if loss.link:
+        first += f"; with logits=True the logits (before the {loss.link})"
+    else:
+        first += f" (the logits: logits=True changes nothing, as {loss.name} has no link)"
+    text = textwrap.wrap(f'"""{first}.', 88) + [""] + textwrap.wrap(
+        f"For {one} without the batch axis (see the module docstring) the result is its "
+        f"{'rows' if compiler.sequence else 'row'} alone, shape {one_shape}.", 88)
+    text[-1] += '"""'
+    return text
+
+
+def _boundary_text(compiler):
+    """The module docstring's paragraph on what the functions accept."""
+    dtype = compiler.dtype
+    if compiler.sequence:
+        x = ("x holds integer token ids (float ids are refused)" if compiler.vocab else
+             f"x of another float, integer or bool dtype is cast to {dtype}")
+        text = (f"forward, value_and_grad, predict and sgd_step check x, y, mask, state and "
+                f"params, and raise ValueError naming the argument on anything ambiguous. "
+                f"Where the meaning is clear they convert: a list or tuple becomes an array; "
+                f"{x}; one sequence without the batch axis gets it, and so do its y and mask "
+                f"of shape (T,) (predict then returns its rows alone). y holds integer class "
+                f"ids: float labels are refused (pass integer ids).")
+    else:
+        if compiler.loss.class_ids:
+            y = ("y holds integer class ids, shape (B,), a single id for one example: "
+                 "float labels are refused (pass integer ids)")
+        else:
+            y = (f"y holds targets, shape (B, {compiler.classes})"
+                 + (" or (B,)" if compiler.classes == 1 else "")
+                 + f", of another float, integer or bool dtype cast to {dtype}; for one "
+                 f"example its ({compiler.classes},) targets"
+                 + (" or one number" if compiler.classes == 1 else ""))
+        text = (f"forward, value_and_grad, predict and sgd_step check x, y and params, and "
+                f"raise ValueError naming the argument on anything ambiguous. Where the "
+                f"meaning is clear they convert: a list or tuple becomes an array; x of "
+                f"another float, integer or bool dtype is cast to {dtype}; one example of "
+                f"shape INPUT_SHAPE gets the batch axis (predict then returns its row alone; "
+                f"forward, value_and_grad and sgd_step what they return for a batch of one). "
+                f"{y}.")
+    return textwrap.wrap(text, 78)
 
 
 def _global_statements(names, indent=4):

@@ -75,14 +75,21 @@ class Graph:
                 reached.add(node.name)
         return reached
 
+    def label(self, name):
+        """What a reader knows a node by: a parameter by its key in the params dict
+        (`linear1.W`, not the variable `linear1_W`), anything else by its name."""
+        attrs = self.nodes[name].attrs if name in self.nodes else {}
+        return attrs.get("param") or name
+
     def equations(self):
         """One typed equation per line, like a jaxpr: `t:f64[] = pow x 2`."""
-        lines = [f"graph {self.name}({', '.join(self.inputs)}) -> {self.output}"]
+        inputs = ", ".join(self.label(n) for n in self.inputs)
+        lines = [f"graph {self.name}({inputs}) -> {self.output}"]
         for node in self:
             if node.op == "input":
                 continue
             shape = "" if node.shape is None else ",".join(map(str, node.shape))
-            args = " ".join(str(o) for o in node.operands)
+            args = " ".join(self.label(o) if isinstance(o, str) else str(o) for o in node.operands)
             lines.append(f"  {node.name}:{_short(node.dtype)}[{shape}] = {node.op} {args}")
         return "\n".join(lines) + "\n"
 
@@ -96,7 +103,9 @@ class Graph:
         for node in self:
             if node.op == "input":
                 style = "shape=box"
-                label = node.name
+                label = self.label(node.name)
+                if "state" in node.attrs:       # an initial state, keyed as in STATE_KEYS
+                    label = f"{node.attrs['state']}\\n(initial state)"
             else:
                 style = "shape=ellipse" + (", style=bold" if node.user else "")
                 label = f"{node.name}\\n{node.op}"

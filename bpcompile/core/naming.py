@@ -35,7 +35,7 @@ MODULE_GLOBALS = frozenset({
 # Fixed locals of the template functions that also hold user-derived names.
 PROGRAM_LOCALS = frozenset({"cache", "seed", "value", "grads"})
 LAYER_LOCALS = frozenset({"params", "x", "y", "lr", "mask", "state", "cache", "consume", "x_row",
-                          "J", "grads"})
+                          "J", "grads", "logits", "one_example", "prediction"})
 
 
 class SymbolTable:

@@ -9,9 +9,11 @@ is computed only once its size is known to be within MAX_CONSTANT.
 """
 
 import ast
+import io
 import keyword
 import math
 import re
+import tokenize
 from dataclasses import dataclass, field
 
 import sympy as sp
@@ -21,6 +23,9 @@ from ..limits import MAX_CONSTANT, MAX_DEPTH, MAX_NODES, MAX_TEXT
 from .primitives import CALLABLE
 
 IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
+
+# Names that programs read as constants unless the user lists them as inputs.
+NAMED_CONSTANTS = {"e": math.e, "pi": math.pi}
 
 _BINARY = {ast.Add: "add", ast.Sub: "sub", ast.Mult: "mul", ast.Div: "div", ast.Pow: "pow"}
 
@@ -51,18 +56,20 @@ def symbol(name):
     return sp.Symbol(name, real=True)
 
 
-def parse_expression(text, matmul=None):
+def parse_expression(text, matmul=None, constants=None):
     """One expression -> (SymPy expression, names in order of first use, name -> col).
 
-    `matmul(W, v)` builds `W @ v`; without it `@` is an error.
+    `matmul(W, v)` builds `W @ v`; without it `@` is an error.  `constants` maps
+    names to the numbers they stand for (NAMED_CONSTANTS); they are not inputs.
     """
     tree = _parse(text, "eval")
-    builder = _Builder(matmul)
+    builder = _Builder(matmul, constants)
     return builder.build(tree.body), builder.names, builder.name_cols
 
 
-def parse_program(text, matmul=None):
+def parse_program(text, matmul=None, constants=None):
     """Program text (one `name = expression` per line) -> list of Assignment."""
+    constants = constants or {}
     tree = _parse(text, "exec")
     assignments, lines_seen = [], set()
     for stmt in tree.body:
@@ -79,7 +86,10 @@ def parse_program(text, matmul=None):
             check_identifier(target.id, "variable")
         except SpecError as err:
             raise err.located(line=stmt.lineno, col=stmt.col_offset + 1) from None
-        builder = _Builder(matmul)
+        if target.id in constants:
+            raise SpecError(f"{target.id!r} is the constant {constants[target.id]!r}; choose "
+                            "another name for this variable", **where)
+        builder = _Builder(matmul, constants)
         expr = builder.build(stmt.value)
         assignments.append(Assignment(target.id, expr, stmt.lineno, stmt.col_offset + 1,
                                       builder.names, builder.name_cols))
@@ -96,7 +106,10 @@ def _parse(text, mode):
         line = text.count("\n", 0, col) + 1
         raise SpecError("only ASCII characters are allowed in expressions",
                         line=line, col=col - text.rfind("\n", 0, col))
+    # an expression may start with blanks and empty lines, which `eval` mode refuses:
+    # parse it without them and put every position back where it is in `text`
     source = text.strip() if mode == "eval" else text
+    shift = _leading_shift(text) if mode == "eval" else (0, 0)
     if mode == "eval" and not source:
         raise SpecError("empty expression")
     try:
@@ -105,11 +118,57 @@ def _parse(text, mode):
         message = err.msg or "invalid syntax"
         if "nested" in message:
             message = f"expression nested too deeply ({message})"
-        raise SpecError(f"syntax error: {message}", line=err.lineno or 1, col=err.offset or 1) from None
+        line, col, at_end = _syntax_error_position(err, source)
+        if at_end:
+            message += ": the text ends too early"
+        line, col = _shifted(line, col, shift)
+        raise SpecError(f"syntax error: {message}", line=line, col=col) from None
     except (RecursionError, MemoryError, ValueError):
         raise SpecError("expression too large or nested too deeply to compile") from None
     _check_depth(tree)
+    if shift != (0, 0):
+        _shift_positions(tree, shift)
     return tree
+
+
+def _leading_shift(text):
+    """(lines, columns) that stripping `text` removes before its first character."""
+    removed = text[:len(text) - len(text.lstrip())]
+    return removed.count("\n"), len(removed) - (removed.rfind("\n") + 1)
+
+
+def _shifted(line, col, shift):
+    lines, cols = shift
+    return line + lines, col + cols if line == 1 else col
+
+
+def _shift_positions(tree, shift):
+    for node in ast.walk(tree):
+        if hasattr(node, "lineno"):
+            node.lineno, node.col_offset = _shifted(node.lineno, node.col_offset, shift)
+
+
+def _syntax_error_position(err, source):
+    """(line, col, at_end) of a SyntaxError: Python's own position, or, where it gives
+    none (offset 0, as for `x**2 +` in eval mode), just past the last token."""
+    line, col = err.lineno or 1, err.offset or 0
+    if col >= 1 and line <= source.count("\n") + 1:
+        return line, col, False
+    return (*_end_of_tokens(source), True)
+
+
+def _end_of_tokens(source):
+    """(line, col) just past the last token of `source`, from Python's tokenizer."""
+    end = (1, 0)
+    skipped = (tokenize.NEWLINE, tokenize.NL, tokenize.COMMENT, tokenize.INDENT,
+               tokenize.DEDENT, tokenize.ENDMARKER)
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(source).readline):
+            if token.type not in skipped:
+                end = token.end
+    except (tokenize.TokenError, SyntaxError):      # an unclosed bracket: keep what was read
+        pass
+    return end[0], end[1] + 1
 
 
 def _check_depth(tree):
@@ -134,10 +193,11 @@ def _check_depth(tree):
 class _Builder:
     """Walks one checked expression tree and builds the SymPy expression."""
 
-    def __init__(self, matmul=None):
+    def __init__(self, matmul=None, constants=None):
         self.names = []
         self.name_cols = {}
         self.matmul = matmul
+        self.constants = constants or {}
 
     def build(self, node):
         value = self._visit(node)
@@ -159,6 +219,8 @@ class _Builder:
                 check_identifier(node.id)
             except SpecError as err:
                 raise self._error(node, err.message) from None
+            if node.id in self.constants:
+                return self.constants[node.id]
             if node.id not in self.name_cols:
                 self.names.append(node.id)
                 self.name_cols[node.id] = (node.lineno, node.col_offset + 1)

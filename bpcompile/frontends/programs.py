@@ -186,7 +186,7 @@ class _Lowering:
 
     def _operand(self, expr):
         """A constant, or the name of the node computing `expr`."""
-        if expr.is_Number:
+        if expr.is_Number or expr.is_NumberSymbol:      # 2, 0.5, and pi, E from SymPy
             return _number(expr)
         if expr.is_Symbol:
             return expr.name
@@ -203,7 +203,7 @@ class _Lowering:
 
     def _decompose(self, expr):
         """(op, operands) of the top operation of `expr`."""
-        if expr.is_Number or expr.is_Symbol:
+        if expr.is_Number or expr.is_NumberSymbol or expr.is_Symbol:
             return "identity", (self._operand(expr),)
         if isinstance(expr, sp.Add):
             return self._sum(list(expr.args))
@@ -223,8 +223,6 @@ class _Lowering:
             return self._chain(self._operand(first), [(head, arg) for arg in rest])
         if head is not None and len(expr.args) == PRIMITIVES[head].arity:
             return head, tuple(self._operand(arg) for arg in expr.args)
-        if expr in (sp.E, sp.pi):
-            return "identity", (float(expr),)
         raise SpecError(f"unsupported construct {type(expr).__name__} in expression")
 
     def _sum(self, terms):

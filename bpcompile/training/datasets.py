@@ -1,13 +1,15 @@
 """Datasets for training compiled modules: the bundled digits, user .npz files, MNIST IDX files.
 
 Every loader returns the same 4-tuple ``(x_train, y_train, x_test, y_test)``
-that :func:`bpcompile.train.train` consumes:
+that :func:`bpcompile.training.train.train` consumes:
 
 * ``x_*`` is a floating-point array (``dtype``, float32 by default) whose first
   axis is the example axis;
-* ``y_*`` is a 1-D array with one entry per example: ``int64`` class ids when
-  the stored labels are integers (the usual case), otherwise floating-point
-  targets in ``dtype``.
+* ``y_*`` has one entry or one row per example, shape (N,) or (N, K):
+  ``int64`` when the stored labels are integers or booleans (class ids, 0/1
+  labels), otherwise floating-point targets in ``dtype`` (regression targets,
+  one-hot or soft labels). Which forms a loss accepts, and how they are
+  converted for it, is decided by :mod:`bpcompile.training.targets`.
 
 Sources:
 
@@ -41,6 +43,7 @@ __all__ = [
     "load_idx",
     "load_mnist_dir",
     "load_dataset",
+    "split_validation",
     "DIGITS_SOURCE",
 ]
 
@@ -106,8 +109,8 @@ def load_npz(path, dtype="float32") -> Dataset:
     """Load ``x_train, y_train, x_test, y_test`` from a user's ``.npz`` file.
 
     ``x`` arrays are cast to ``dtype`` as they are (no rescaling: store them
-    already scaled); ``y`` arrays must be 1-D, integer labels become int64
-    class ids and other labels become ``dtype`` targets. Raises ValueError
+    already scaled); ``y`` arrays are 1-D or 2-D (one row per example),
+    integer labels become int64 and other labels become ``dtype`` targets. Raises ValueError
     naming the file and the offending array when the file is missing, is not
     an .npz archive, lacks an array, or holds arrays of the wrong kind or of
     mismatched lengths.
@@ -145,12 +148,16 @@ def load_npz(path, dtype="float32") -> Dataset:
             raise ValueError(f"{name}: array {k} is a scalar, expected one row per example")
     for part in ("train", "test"):
         x, y = arrays["x_" + part], arrays["y_" + part]
-        if y.ndim != 1:
-            raise ValueError(f"{name}: array y_{part} must be 1-D, got shape {y.shape}")
+        if y.ndim not in (1, 2):
+            raise ValueError(f"{name}: array y_{part} must be 1-D (N,) or 2-D (N, K), "
+                             f"got shape {y.shape}")
         if len(x) != len(y):
             raise ValueError(
                 f"{name}: x_{part} has {len(x)} examples but y_{part} has {len(y)}"
             )
+    if arrays["y_train"].shape[1:] != arrays["y_test"].shape[1:]:
+        raise ValueError(f"{name}: y_train has rows of shape {arrays['y_train'].shape[1:]} "
+                         f"but y_test has rows of shape {arrays['y_test'].shape[1:]}")
     if arrays["x_train"].shape[1:] != arrays["x_test"].shape[1:]:
         raise ValueError(
             f"{name}: x_train examples have shape {arrays['x_train'].shape[1:]} "
@@ -309,3 +316,23 @@ def load_dataset(name_or_path, dtype="float32") -> Dataset:
         f"unknown dataset {spec!r}: expected 'digits', a path to an .npz file, "
         "or a directory of MNIST IDX files"
     )
+
+
+# ---------------------------------------------------------------------------
+# validation split
+
+def split_validation(x, y, fraction, seed=0):
+    """``(x_train, y_train, x_val, y_val)``: a random ``fraction`` of the examples
+    (drawn with ``np.random.default_rng(seed)``, at least one) held out for
+    validation, the rest kept for training in their original order."""
+    fraction = float(fraction)
+    if not 0 < fraction < 1:
+        raise ValueError(f"the validation fraction must be between 0 and 1, got {fraction:g}")
+    n = len(x)
+    held = max(1, int(round(fraction * n)))
+    if held >= n:
+        raise ValueError(f"a validation fraction of {fraction:g} leaves no training examples "
+                         f"out of {n}")
+    chosen = np.zeros(n, dtype=bool)
+    chosen[np.random.default_rng(seed).choice(n, size=held, replace=False)] = True
+    return x[~chosen], y[~chosen], x[chosen], y[chosen]

@@ -1,6 +1,27 @@
 """Central finite differences in float64: the independent oracle for gradients."""
 
+from dataclasses import dataclass
+
 import numpy as np
+
+SHOWN = 3           # entries of each gradient that a check reports side by side
+
+
+@dataclass
+class GradientCheck:
+    """One gradient against its finite differences: the norm-wise relative error over
+    the `checked` entries, and a few of them as (index, analytic, numeric)."""
+
+    name: str
+    error: float
+    entries: list
+    checked: int
+
+
+def _shown(analytic, numeric, indices, shape):
+    """The first SHOWN entries as (index tuple, analytic, numeric)."""
+    return [(tuple(int(i) for i in np.unravel_index(k, shape)), float(a), float(n))
+            for k, a, n in zip(indices[:SHOWN], analytic[:SHOWN], numeric[:SHOWN])]
 
 
 def numerical_gradient(f, args, index, h=1e-6):
@@ -38,14 +59,22 @@ def relative_error(analytic, numeric, floor=1e-12):
 
 def check_module(module, args, h=1e-6):
     """Max relative error of each WRT gradient of a compiled program module."""
+    return {c.name: c.error for c in module_checks(module, args, h)}
+
+
+def module_checks(module, args, h=1e-6):
+    """A GradientCheck of each WRT gradient of a compiled program module, in WRT order."""
     args = [np.array(a, dtype=np.float64) for a in args]
     _, grads = module.value_and_grad(*args)
-    errors = {}
+    checks = []
     for name, grad in zip(module.WRT, grads):
         index = module.INPUTS.index(name)
         numeric = numerical_gradient(module.evaluate, args, index, h)
-        errors[name] = relative_error(grad, numeric)
-    return errors
+        analytic = np.broadcast_to(np.asarray(grad, dtype=np.float64), numeric.shape)
+        entries = _shown(analytic.reshape(-1), numeric.reshape(-1), np.arange(numeric.size),
+                         numeric.shape)
+        checks.append(GradientCheck(name, relative_error(analytic, numeric), entries, numeric.size))
+    return checks
 
 
 def layer_gradient_errors(module, params, x, y, max_entries=None, seed=0, h=1e-6, richardson=False):
@@ -57,9 +86,16 @@ def layer_gradient_errors(module, params, x, y, max_entries=None, seed=0, h=1e-6
     combines steps h and h/2 into a fourth-order estimate, so that a larger h
     (less rounding noise on tiny gradient entries) keeps a small truncation error.
     """
+    checks = layer_gradient_checks(module, params, x, y, max_entries, seed, h, richardson)
+    return {key: c.error for key, c in checks.items()}
+
+
+def layer_gradient_checks(module, params, x, y, max_entries=None, seed=0, h=1e-6, richardson=False):
+    """{parameter key: GradientCheck}: what `layer_gradient_errors` measures, with a
+    few of the checked entries side by side."""
     rng = np.random.default_rng(seed)
     _, grads = module.value_and_grad(params, x, y)
-    errors = {}
+    checks = {}
     for key, value in params.items():
         flat = value.reshape(-1)
         entries = np.arange(flat.size)
@@ -71,8 +107,10 @@ def layer_gradient_errors(module, params, x, y, max_entries=None, seed=0, h=1e-6
             numeric[k] = _central(module, params, x, y, flat, i, step)
             if richardson:
                 numeric[k] = (4 * _central(module, params, x, y, flat, i, step / 2) - numeric[k]) / 3
-        errors[key] = relative_error(grads[key].reshape(-1)[entries], numeric)
-    return errors
+        analytic = np.asarray(grads[key], dtype=np.float64).reshape(-1)[entries]
+        checks[key] = GradientCheck(key, relative_error(analytic, numeric),
+                                    _shown(analytic, numeric, entries, value.shape), len(entries))
+    return checks
 
 
 def _central(module, params, x, y, flat, i, step):
