@@ -16,10 +16,11 @@ from .version import __version__
 
 _LAZY = {"compile": "compiler", "compile_file": "compiler", "graph": "compiler",
          "load_module": "result", "sigmoid": "core.primitives", "softplus": "core.primitives",
-         "relu": "core.primitives"}
+         "relu": "core.primitives", "torch_names": "interop", "from_torch": "interop",
+         "to_torch": "interop"}
 
 __all__ = ["compile", "compile_file", "graph", "load_module", "SpecError",
-           "sigmoid", "softplus", "relu", "__version__"]
+           "sigmoid", "softplus", "relu", "torch_names", "from_torch", "to_torch", "__version__"]
 
 
 def __getattr__(name):
