@@ -45,9 +45,11 @@ def test_language_model_trains_with_truncated_bptt_and_reports_perplexity(tmp_pa
     log = io.StringIO()
     params, history = train_language_model(module, stream[:2400], stream[2400:], epochs=3, lr=1.0,
                                            batch_size=4, seq_len=10, out=log)
-    after = history[-1]["valid_ppl"]
+    after = history[-1]["val_ppl"]
     assert after < before / 2, log.getvalue()
-    assert "valid perplexity" in log.getvalue()
+    assert "val loss" in log.getvalue() and "perplexity" in log.getvalue()
+    # the train perplexity is the running mean of the epoch's chunks
+    assert history[-1]["train_ppl"] == __import__("pytest").approx(__import__("math").exp(history[-1]["train_loss"]))
 
 
 def test_train_cli_on_conllu_and_text_files(tmp_path, capsys):
@@ -68,4 +70,4 @@ def test_train_cli_on_conllu_and_text_files(tmp_path, capsys):
     assert main(["train", str(spec), "--data", str(text), "--epochs", "1", "--batch-size", "4",
                  "--seq-len", "8"]) == 0
     out = capsys.readouterr().out
-    assert "valid perplexity" in out
+    assert "(language model)" in out and "test loss" in out and "perplexity" in out

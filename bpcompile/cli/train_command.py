@@ -1,6 +1,10 @@
-"""`bpcompile train`: compile a layer spec, load data, run SGD, report, save."""
+"""`bpcompile train`: compile a layer spec, load data, train, report, write the outputs.
+
+The optimizer settings are in train_optim, the start of a run (--resume, --init) and
+its checkpoints (--save) in train_run, `bpcompile eval` in eval_command."""
 
 import math
+import os
 import sys
 import time
 import zipfile
@@ -12,19 +16,35 @@ from ..compiler import compile_file, load_module
 from ..errors import SpecError
 from ..limits import clip, shorten
 from .output import check_output, is_stdout
+from .train_args import DEFAULTS
+from .train_optim import OPTIMIZER_KEYS, build_optimizer, describe, optimizer_settings, run_config
+from .train_run import Checkpointer, check_resume, load_optimizer_state, load_start, save_path
 
 # what reading a data file may raise besides ValueError and OSError
 DATA_ERRORS = (ValueError, OSError, EOFError, KeyError, IndexError, zipfile.BadZipFile, zlib.error)
 
-DEFAULTS = {"epochs": 10, "lr": 0.1, "batch_size": 32, "seq_len": 35}
+TASKS = ("tagging", "language_model")
+TASK_NAMES = {"tagging": "tagger", "language_model": "language model"}
+CONLLU_SUFFIXES = (".conllu", ".conllu.gz")
+TEST_PARTS = 10      # the last 1/10 of the sentences (tokens) is the test set, unless --test
 
+
+def plural(count, word):
+    """'1 epoch', '2 epochs'."""
+    return f"{count} {word}" if count == 1 else f"{count} {word}s"
+
+
+# ---------------------------------------------------------------------------
+# settings
 
 def training_settings(spec, args):
-    """epochs, lr, batch_size: the command line, else the spec's `train:`, else defaults."""
+    """epochs, lr, batch_size, seq_len: the command line, else the spec's `train:`, else
+    the defaults; task: the spec's `train.task` (None when absent); and optimizer:
+    the optimizer settings (train_optim.OptimizerSettings), checked the same way."""
     given = spec.get("train", default={}) or {}
     if not isinstance(given, dict):
         raise spec.error("train must map epochs/lr/batch_size to numbers", "train")
-    spec.check_keys(set(DEFAULTS), "train") if given else None
+    spec.check_keys(set(DEFAULTS) | {"task"} | set(OPTIMIZER_KEYS), "train") if given else None
     settings = {}
     for key, default in DEFAULTS.items():
         kind = float if key == "lr" else int
@@ -38,6 +58,15 @@ def training_settings(spec, args):
             raise SpecError(f"--{key.replace('_', '-')} must be a finite positive number, got "
                             f"{option}", spec.file, 1, 1)
         settings[key] = kind(value) if option is None else option
+    settings["task"] = given.get("task")
+    if settings["task"] is not None and settings["task"] not in TASKS:
+        raise spec.error(f"train.task must be tagging or language_model, got "
+                         f"{shorten(settings['task'])}", "train", "task")
+    val_split = getattr(args, "val_split", None)
+    if val_split is not None and not 0 < val_split < 1:
+        raise SpecError(f"--val-split must be a fraction between 0 and 1, got {val_split}",
+                        spec.file, 1, 1)
+    settings["optimizer"] = optimizer_settings(spec, args, given)
     return settings
 
 
@@ -52,34 +81,78 @@ def fit_to_module(module, data):
     return tuple(fitted)
 
 
+# ---------------------------------------------------------------------------
+# outputs
+
+OUTPUT_OPTIONS = (("--save", "save"), ("--plot", "plot"), ("--history", "history"))
+
+
+def _named_outputs(args):
+    found = [(option, save_path(args) if name == "save" else getattr(args, name, None))
+             for option, name in OUTPUT_OPTIONS]
+    return [(option, path) for option, path in found if path is not None]
+
+
+def _force(args):
+    return getattr(args, "force", False)
+
+
 def check_outputs(args):
-    """Every file `train` will write, checked before anything else happens."""
-    force = getattr(args, "force", False)
-    outputs = [(option, getattr(args, name, None)) for option, name in
-               (("--save", "save"), ("--plot", "plot"))]
-    outputs = [(option, path) for option, path in outputs if path is not None]
+    """Every file `train` will write, checked before anything else happens: the
+    paths, the suffixes of --plot and --history, and that matplotlib is there."""
+    outputs = _named_outputs(args)
     for option, path in outputs:
         if is_stdout(path):
             raise SpecError(f"{option} needs a file name: standard output carries the progress",
                             "-", 1, 1)
-        check_output(path, force, option)
-    if len(outputs) == 2 and _same_file(outputs[0][1], outputs[1][1]):
-        raise SpecError("--save and --plot name the same file", clip(args.save), 1, 1)
+        check_output(path, _force(args), option)
+    for i, (first, a) in enumerate(outputs):
+        for second, b in outputs[i + 1:]:
+            if _same_file(a, b):
+                raise SpecError(f"{first} and {second} name the same file", clip(a), 1, 1)
+    _check_formats(args)
+
+
+def _check_formats(args):
+    from ..training import history, plot
+    checks = [("plot", plot.plot_format), ("plot", lambda path: plot.require_matplotlib()),
+              ("history", history.history_format)]
+    for name, check in checks:
+        path = getattr(args, name, None)
+        if path:
+            try:
+                check(path)
+            except ValueError as err:
+                raise SpecError(str(err), clip(path), 1, 1) from None
 
 
 def _same_file(a, b):
-    import os
     return os.path.abspath(a) == os.path.abspath(b)
 
 
 def _write(option, path, write, args):
     """check_output again (the file may have changed while training), then write."""
     from .output import write_file
-    write_file(path, write, getattr(args, "force", False), option)
+    write_file(path, write, _force(args), option)
 
+
+def write_outputs(args, history):
+    """--plot and --history, each written atomically (the Checkpointer writes --save)."""
+    from ..training import history as history_file, plot
+    if args.plot:
+        image = plot.curves_bytes(history, plot.plot_format(args.plot))
+        _write("--plot", args.plot, lambda f: f.write(image), args)
+        print(f"curves written to {args.plot}")
+    if getattr(args, "history", None):
+        data = history_file.history_bytes(history, history_file.history_format(args.history))
+        _write("--history", args.history, lambda f: f.write(data), args)
+        print(f"history written to {args.history}")
+
+
+# ---------------------------------------------------------------------------
+# the command
 
 def run_training(args):
-    from ..training import datasets, train
     check_outputs(args)
     compiled = compile_file(args.spec)
     if compiled.model is None:
@@ -88,6 +161,18 @@ def run_training(args):
     module = load_module(compiled.source, compiled.name)
     if compiled.model.sequence:
         return run_sequence_training(compiled, module, settings, args)
+    if settings["task"] is not None:
+        raise compiled.spec.error("train.task is for sequence specs (a tagger or a language "
+                                  "model); this spec's examples have no time axis", "train", "task")
+    return run_example_training(compiled, module, settings, args)
+
+
+def _progress(args):
+    return not args.quiet
+
+
+def _load_examples(compiled, module, args):
+    from ..training import datasets
     try:
         data = fit_to_module(module, datasets.load_dataset(args.data, dtype=compiled.model.dtype))
     except DATA_ERRORS as err:
@@ -95,82 +180,299 @@ def run_training(args):
     if data[0].shape[1:] != tuple(module.INPUT_SHAPE):
         raise SpecError(f"the data's examples have shape {data[0].shape[1:]}, but the spec's input is "
                         f"{tuple(module.INPUT_SHAPE)}", args.spec, *compiled.spec.where("input"))
-    print(f"training {compiled.name} on {args.data}: {len(data[0])} train / {len(data[2])} test "
-          f"examples, {settings['epochs']} epochs, lr {settings['lr']:g}, batch size "
-          f"{settings['batch_size']}", flush=True)
+    return data
+
+
+def _validation(data, args):
+    """(training data, validation pair or None) after --val-split."""
+    from ..training import datasets
+    if args.val_split is None:
+        return data, None
+    try:
+        x_train, y_train, x_val, y_val = datasets.split_validation(data[0], data[1], args.val_split,
+                                                                   args.seed)
+    except ValueError as err:
+        raise SpecError(f"--val-split: {err}", clip(args.data), 1, 1) from None
+    return (x_train, y_train, data[2], data[3]), (x_val, y_val)
+
+
+def run_example_training(compiled, module, settings, args):
+    """An MLP or a convolutional network on examples with labels."""
+    from ..training import train
+    data, validation = _validation(_load_examples(compiled, module, args), args)
+    steps_per_epoch = -(-len(data[0]) // settings["batch_size"])
+    run = _prepare_run(compiled, module, settings, args, steps_per_epoch)
+    sizes = f"{len(data[0])} train / " + (f"{len(validation[0])} validation / " if validation else "")
+    print(f"training {compiled.name} on {args.data}: {sizes}{len(data[2])} test examples, "
+          f"{_run_words(settings, run)}", flush=True)
     start = time.perf_counter()
+    optimizer = run.optimizer
     try:
         params, history = train.train(module, data, epochs=settings["epochs"], lr=settings["lr"],
                                       batch_size=settings["batch_size"], seed=args.seed,
-                                      progress=not args.quiet and sys.stderr.isatty())
+                                      params=run.start.params, progress=_progress(args),
+                                      step=optimizer.step, start_epoch=run.start.epoch + 1,
+                                      on_epoch_end=run.checkpointer, validation=validation,
+                                      keep_best=args.keep_best)
     except ValueError as err:
         raise SpecError(f"training failed: {err}", args.spec, 1, 1) from None
-    seconds = time.perf_counter() - start
     if history:
-        last = history[-1]
-        print(f"done in {seconds:.1f}s: test accuracy {100 * last['test_acc']:.2f}%, "
-              f"test loss {last['test_loss']:.4f}")
-    _save(args, params, train)
-    if args.plot:
-        png = train.curves_png(history)
-        _write("--plot", args.plot, lambda f: f.write(png), args)
-        print(f"curves written to {args.plot}")
+        print(f"done in {time.perf_counter() - start:.1f}s: {_final_scores(history[-1])}")
+    best = train.best_key(module.LOSS, validation is not None) if args.keep_best else None
+    _finish(run, params, history, best, args)
     return 0
 
 
-def _save(args, params, train):
-    if args.save:
-        data = train.params_npz(params)
-        _write("--save", args.save, lambda f: f.write(data), args)
-        print(f"parameters written to {args.save}")
+class _Run:
+    """The run's start (fresh, --init or --resume), optimizer and checkpointer."""
+
+    def __init__(self, start, optimizer, checkpointer, words):
+        self.start, self.optimizer, self.checkpointer, self.words = (
+            start, optimizer, checkpointer, words)
+
+
+def _prepare_run(compiled, module, settings, args, steps_per_epoch, language_model=False,
+                 vocab=None, tags=None, start=None):
+    """Load --resume/--init, build the optimizer, check a resume, make the checkpointer."""
+    start = load_start(args, compiled, module) if start is None else start
+    optimizer = build_optimizer(module, settings["optimizer"], settings["lr"], settings["epochs"],
+                                steps_per_epoch, language_model)
+    recorded = {"optimizer": run_config(optimizer, settings["lr"]), "seed": args.seed,
+                "batch_size": settings["batch_size"], "val_split": args.val_split}
+    if compiled.model.sequence:
+        recorded["test"] = getattr(args, "test", None)
+    if language_model:
+        recorded["seq_len"] = settings["seq_len"]
+    check_resume(start, recorded, settings["epochs"], getattr(args, "resume", None))
+    load_optimizer_state(optimizer, start, getattr(args, "resume", None))
+    checkpointer = Checkpointer(args, compiled, optimizer, recorded, start, steps_per_epoch,
+                                vocab=vocab, tags=tags)
+    words = describe(optimizer, settings["lr"], steps_per_epoch)
+    return _Run(start, optimizer, checkpointer, words)
+
+
+def _run_words(settings, run):
+    """'3 epochs, batch size 8, sgd, lr 0.1 constant' (+ where it resumes, where it saves)."""
+    words = (f"{plural(settings['epochs'], 'epoch')}, batch size {settings['batch_size']}, "
+             f"{run.words}")
+    if run.start.epoch:
+        words += f"; resuming after epoch {run.start.epoch}"
+    path = run.checkpointer.path
+    if path:
+        words += f"; checkpoint after every epoch to {path}" + (
+            " (.npz added)" if run.checkpointer.added else "")
+    return words
+
+
+def _finish(run, params, history, best_key, args):
+    """The final checkpoint (--keep-best), then --plot and --history over the whole run
+    (a resumed run's earlier epochs included)."""
+    run.checkpointer.finish(params, history, best_key)
+    write_outputs(args, run.checkpointer.history)
+
+
+def _final_scores(record):
+    """'test accuracy 97.50%, test loss 0.0812' (or RMSE and R^2 for mse)."""
+    if "test_acc" in record:
+        return f"test accuracy {100 * record['test_acc']:.2f}%, test loss {record['test_loss']:.4f}"
+    return (f"test loss {record['test_loss']:.4f}, RMSE {record['test_rmse']:.4f}, "
+            f"R^2 {record['test_r2']:.4f}")
+
+
+# ---------------------------------------------------------------------------
+# sequences
+
+def _bidirectional_layer(model):
+    return next((layer.name for layer in model.layers if layer.options.get("bidirectional")), None)
+
+
+def _task_error(compiled, settings, message):
+    if settings["task"] is not None:
+        return compiled.spec.error(message, "train", "task")
+    return compiled.spec.error(message, "layers")
+
+
+def sequence_task(compiled, module, settings):
+    """'tagging' or 'language_model': train.task, else inferred (see train --help).
+
+    A language model predicts the next token, so it needs one output per
+    vocabulary entry and no bidirectional layer (whose backward direction would
+    see the word it is asked to predict)."""
+    vocab = getattr(module, "VOCAB", None)
+    if vocab is None:
+        raise compiled.spec.error("training on a CoNLL-U or text file needs token ids as input "
+                                  "(input: {vocab: N})", "input")
+    backward = _bidirectional_layer(compiled.model)
+    outputs = int(module.OUTPUTS)
+    task = settings["task"]
+    if task is None:
+        task = "language_model" if outputs == int(vocab) and backward is None else "tagging"
+    if task == "language_model" and backward is not None:
+        raise _task_error(compiled, settings, f"a language model cannot be bidirectional: the "
+                          f"backward direction of {backward} sees the next word it is to predict")
+    if task == "language_model" and outputs != int(vocab):
+        raise _task_error(compiled, settings, f"a language model predicts the next token: its "
+                          f"last layer needs {vocab} outputs (the vocabulary), it has {outputs}")
+    return task
+
+
+def _data_task(path):
+    return "tagging" if path.endswith(CONLLU_SUFFIXES) else "language_model"
+
+
+def check_data_for_task(compiled, settings, task, data):
+    """Refuse digits/npz data, and a CoNLL-U file for a language model or text for a tagger."""
+    name = compiled.name
+    if data == "digits" or data.endswith(".npz") or os.path.isdir(data):
+        raise SpecError(f"{name} is a sequence spec ({TASK_NAMES[task]}): --data needs a "
+                        f"{'CoNLL-U file (.conllu)' if task == 'tagging' else 'text file (.txt)'}",
+                        compiled.spec.file, 1, 1)
+    if _data_task(data) == task:
+        return
+    why = (f"set train: {{task: {_data_task(data)}}} if you mean it" if settings["task"] is None
+           else "")
+    if task == "tagging":
+        message = (f"{name} is a tagger, but --data {shorten(data)} is not CoNLL-U: a tagger "
+                   "trains on a .conllu file, a language model on text")
+    else:
+        message = (f"{name} is a language model, but --data {shorten(data)} is a CoNLL-U "
+                   "treebank: a language model trains on a text file (.txt), a tagger on "
+                   f"CoNLL-U{'; ' + why if why else ''}")
+    raise _task_error(compiled, settings, message)
 
 
 def run_sequence_training(compiled, module, settings, args):
-    """Tagger (CoNLL-U data) or language model (plain text), by the data file."""
-    from ..training import seqtrain, sequences, train
+    """A tagger (CoNLL-U data) or a language model (text), as the spec says."""
+    task = sequence_task(compiled, module, settings)
     data = str(args.data)
-    if data == "digits":
-        raise SpecError("a sequence spec needs --data FILE.conllu (tagging) or FILE.txt (language "
-                        "modelling)", args.spec, 1, 1)
-    common = dict(epochs=settings["epochs"], lr=settings["lr"], batch_size=settings["batch_size"],
-                  seed=args.seed)
+    check_data_for_task(compiled, settings, task, data)
     try:
-        if data.endswith((".conllu", ".conllu.gz")):
-            sentences = sequences.read_conllu(data)
-            if not sentences:
-                raise ValueError(f"{data} holds no sentences")
-            test = sequences.read_conllu(args.test) if args.test else None
-            if test is not None and not test:
-                raise ValueError(f"{args.test} holds no sentences")
-            if test is None and len(sentences) < 2:
-                raise ValueError(f"{data} holds one sentence: at least two are needed (one "
-                                 "to train on, one to test on), or give --test FILE")
-            if test is None:
-                cut = max(1, len(sentences) // 10)
-                sentences, test = sentences[:-cut], sentences[-cut:]
-            print(f"training {compiled.name} on {data}: {len(sentences)} train / {len(test)} test "
-                  f"sentences", flush=True)
-            params, vocab, history = seqtrain.train_tagger(module, sentences, test, **common)
+        if task == "tagging":
+            params, history = _train_tagger(compiled, module, settings, args)
         else:
-            tokens = sequences.read_text_tokens(data)
-            if len(tokens) < 2:
-                raise ValueError(f"{data} holds {len(tokens)} tokens")
-            vocab = sequences.Vocabulary.build([tokens], max_size=int(module.VOCAB))
-            ids = vocab.encode(tokens)
-            cut = len(ids) * 9 // 10
-            print(f"training {compiled.name} on {data}: {cut} train / {len(ids) - cut} valid tokens, "
-                  f"vocabulary {len(vocab)}", flush=True)
-            params, history = seqtrain.train_language_model(
-                module, ids[:cut], ids[cut:], seq_len=settings["seq_len"], **common)
+            params, history = _train_language_model(compiled, module, settings, args)
     except DATA_ERRORS as err:
         reason = str(err) or type(err).__name__
         if isinstance(err, EOFError):
             reason = "the compressed file is truncated"
         raise SpecError(f"cannot train on {shorten(data)}: {reason}", args.spec, 1, 1) from None
-    _save(args, params, train)
     return 0
+
+
+def _common(settings, args):
+    return dict(epochs=settings["epochs"], lr=settings["lr"], batch_size=settings["batch_size"],
+                seed=args.seed, keep_best=args.keep_best, progress=_progress(args))
+
+
+def _tagger_splits(data, args):
+    from ..training import sequences
+    sentences = sequences.read_conllu(data)
+    if not sentences:
+        raise ValueError(f"{data} holds no sentences")
+    test = sequences.read_conllu(args.test) if args.test else None
+    if test is not None and not test:
+        raise ValueError(f"{args.test} holds no sentences")
+    if test is None and len(sentences) < 2:
+        raise ValueError(f"{data} holds one sentence: at least two are needed (one "
+                         "to train on, one to test on), or give --test FILE")
+    if test is None:
+        cut = max(1, len(sentences) // TEST_PARTS)
+        sentences, test = sentences[:-cut], sentences[-cut:]
+    validation = None
+    if args.val_split is not None:
+        keep, held = _split_indices(len(sentences), args.val_split, args.seed)
+        sentences, validation = [sentences[i] for i in keep], [sentences[i] for i in held]
+    return sentences, validation, test
+
+
+def _split_indices(n, fraction, seed):
+    from ..training import datasets
+    index = np.arange(n)
+    keep, _, held, _ = datasets.split_validation(index, index, fraction, seed)
+    return keep, held
+
+
+def _train_tagger(compiled, module, settings, args):
+    from ..training import seqtrain
+    sentences, validation, test = _tagger_splits(str(args.data), args)
+    start = load_start(args, compiled, module)
+    sentences, validation, test, tags = seqtrain.fit_tagger_data(module, sentences, validation,
+                                                                 test, sys.stdout)
+    if start.tags is not None:
+        tags = _known_tags(start.tags, [sentences, validation, test], args)
+    vocab = start.vocab if start.vocab is not None else seqtrain.tagger_vocabulary(module, sentences)
+    steps_per_epoch = -(-len(sentences) // settings["batch_size"])
+    run = _prepare_run(compiled, module, settings, args, steps_per_epoch, vocab=vocab,
+                       tags=list(tags), start=start)
+    sizes = f"{len(sentences)} train / " + (f"{len(validation)} validation / " if validation else "")
+    print(f"training {compiled.name} (tagger) on {args.data}: {sizes}{len(test)} test sentences, "
+          f"{_run_words(settings, run)}", flush=True)
+
+    def step(params, x, y, mask):
+        return run.optimizer.step(params, x, y, mask=mask)
+    params, _, history = seqtrain.train_tagger(
+        module, sentences, test, validation=validation, vocab=vocab, tags=tags,
+        params=run.start.params, step=step, start_epoch=run.start.epoch + 1,
+        on_epoch_end=run.checkpointer, **_common(settings, args))
+    _finish(run, params, history, ("val_acc" if validation else "test_acc")
+            if args.keep_best else None, args)
+    return params, history
+
+
+def _known_tags(tags, corpora, args):
+    """The checkpoint's tag list, after checking that the data uses no other tag."""
+    seen = {t for corpus in corpora if corpus for sentence in corpus for _, t in sentence}
+    unknown = sorted(seen - set(tags))
+    if unknown:
+        raise ValueError(f"the data uses tags the checkpoint's tagger does not know: "
+                         f"{', '.join(unknown[:8])}")
+    return tuple(tags)
+
+
+def _train_language_model(compiled, module, settings, args):
+    from ..training import seqtrain, sequences
+    data = str(args.data)
+    tokens = sequences.read_text_tokens(data)
+    if len(tokens) < 2:
+        raise ValueError(f"{data} holds {len(tokens)} tokens")
+    start = load_start(args, compiled, module)
+    vocab = start.vocab if start.vocab is not None else sequences.Vocabulary.build(
+        [tokens], max_size=int(module.VOCAB))
+    ids = vocab.encode(tokens)
+    test_cut = len(ids) - len(ids) // TEST_PARTS
+    val_cut = test_cut
+    if args.val_split is not None:      # a stream: the validation text is the end of the training text
+        val_cut = test_cut - max(1, int(round(args.val_split * test_cut)))
+    train_ids, val_ids, test_ids = ids[:val_cut], ids[val_cut:test_cut], ids[test_cut:]
+    steps_per_epoch = seqtrain.lm_steps_per_epoch(len(train_ids), settings["batch_size"],
+                                                  settings["seq_len"])
+    run = _prepare_run(compiled, module, settings, args, steps_per_epoch, language_model=True,
+                       vocab=vocab, start=start)
+    sizes = f"{len(train_ids)} train / " + (f"{len(val_ids)} validation / " if len(val_ids) else "")
+    print(f"training {compiled.name} (language model) on {data}: {sizes}{len(test_ids)} test "
+          f"tokens, vocabulary {len(vocab)}, {_run_words(settings, run)}", flush=True)
+    params, history = seqtrain.train_language_model(
+        module, train_ids, val_ids if len(val_ids) else None, test_ids=test_ids,
+        seq_len=settings["seq_len"], params=run.start.params, step=_lm_step(module, run.optimizer),
+        start_epoch=run.start.epoch + 1, on_epoch_end=run.checkpointer, **_common(settings, args))
+    _finish(run, params, history, ("val_ppl" if len(val_ids) else "test_ppl")
+            if args.keep_best else None, args)
+    return params, history
+
+
+def _lm_step(module, optimizer):
+    """Truncated BPTT's step through the optimizer (None: seqtrain's default clipped SGD)."""
+    if optimizer is None:
+        return None
+
+    def step(params, x, y, state):
+        loss, cache = module.forward(params, x, y, None, state)
+        optimizer.update(params, module.backward(params, cache))
+        return loss, cache["state"]
+    return step
 
 
 def run_command(args):
     """Run the training command that `args.command` names."""
-    return {"train": run_training}[args.command](args)
+    from .eval_command import run_eval
+    return {"train": run_training, "eval": run_eval}[args.command](args)

@@ -1,45 +1,61 @@
-"""Train a compiled module with minibatch SGD, evaluate it, save its parameters, plot its curves.
+"""Train a compiled module with minibatch SGD, score it, save its parameters.
 
 This is the lecture's Algorithm 1 (stochastic gradient descent) written
 against the generated-module contract: a module provides ``PARAMS``,
-``init_params(seed)``, ``forward(params, x, y) -> (mean loss, cache)``,
-``backward``, ``value_and_grad``, ``predict(params, x)`` and
+``LOSS``, ``OUTPUTS``, ``DTYPE``, ``init_params(seed)``,
+``forward(params, x, y) -> (mean loss, cache)``, ``backward``,
+``value_and_grad``, ``predict(params, x)`` and
 ``sgd_step(params, x, y, lr) -> loss`` (which updates ``params`` in place).
 
-* :func:`train` -- epochs of shuffled minibatch SGD (``batch_size=1`` is the
-  per-example SGD of the lecture), with a text progress bar on stderr and one
-  summary line per epoch;
-* :func:`evaluate` -- mean loss and accuracy over a dataset, in chunks;
+* :func:`train` -- epochs of shuffled minibatches (``batch_size=1`` is the
+  per-example SGD of the lecture). The per-batch update is one callable
+  (``step``, default :func:`sgd`), and ``start_epoch`` / ``on_epoch_end`` let
+  an optimizer, checkpoints or a resumed run plug in without a new loop.
+  A tqdm bar shows each epoch's progress (:mod:`.progress`); one summary line
+  per epoch goes to ``out``;
+* :func:`score` / :func:`evaluate` -- the loss and its metric over a data set,
+  one network pass per chunk (:mod:`.metrics`);
 * :func:`save_params` / :func:`load_params` -- parameters as an ``.npz``
-  (keys like ``"linear1.W"``), written atomically;
-* :func:`plot_curves` -- a PNG of loss and accuracy per epoch, drawn with
-  numpy and encoded with zlib + struct only (no plotting library).
+  (keys like ``"linear1.W"``), written atomically.
+
+Labels are converted once, before the first step, into the form the loss
+takes (:mod:`.targets`). Plots are in :mod:`.plot` (matplotlib), history files
+in :mod:`.history`.
 """
 
 from __future__ import annotations
 
 import os
-import struct
 import sys
 import time
 import zipfile
-import zlib
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from .metrics import Scorer, gives_logits, higher_is_better, metric_names, network_outputs
+from .progress import progress_bar
+from .targets import prepare_targets
+
 __all__ = [
     "train",
+    "sgd",
+    "score",
     "evaluate",
     "accuracy",
+    "prepare_split",
+    "BestWeights",
+    "epoch_line",
     "save_params",
     "load_params",
-    "plot_curves",
 ]
+
+Step = Callable[[Dict[str, np.ndarray], np.ndarray, np.ndarray], float]
+SCORE_CHUNK = 1024
 
 
 # ---------------------------------------------------------------------------
-# evaluation
+# scoring
 
 def _correct(pred: np.ndarray, y: np.ndarray) -> Tuple[int, int]:
     """Number of correct predictions and number of predictions in a chunk.
@@ -75,69 +91,43 @@ def _correct(pred: np.ndarray, y: np.ndarray) -> Tuple[int, int]:
 
 
 def accuracy(pred, y) -> float:
-    """Fraction of correct predictions (see :func:`evaluate` for the rules)."""
+    """Fraction of correct predictions of probabilities `pred` (see :func:`_correct`)."""
     c, n = _correct(pred, y)
     return c / n if n else float("nan")
 
 
-def evaluate(module, params, x, y, chunk: int = 1024) -> Tuple[float, float]:
-    """Mean loss and accuracy of ``params`` on ``(x, y)``, computed in chunks.
+def score(module, params, x, y, chunk: int = SCORE_CHUNK, bar=None) -> Dict[str, float]:
+    """{"loss": ..., and the loss's metrics} of ``params`` on ``(x, y)``.
 
-    The loss is ``module.forward(params, xb, yb)[0]`` (a batch mean) weighted
-    by chunk size; accuracy uses ``module.predict``: argmax over the last axis
-    for multi-class probabilities, a 0.5 threshold for a single output column
-    or a 1-D output. Accuracy is a fraction in [0, 1].
+    ``y`` must already be in the loss's form (:func:`prepare_split`). Each chunk
+    goes through the network once; ``bar`` (a progress bar) advances by the
+    chunk's size.
     """
-    n = len(x)
-    if len(y) != n:
-        raise ValueError(f"x has {n} examples but y has {len(y)}")
-    if n == 0:
-        return float("nan"), float("nan")
+    if len(y) != len(x):
+        raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
+    scorer = Scorer(module.LOSS)
+    logits = gives_logits(module)
     chunk = max(1, int(chunk))
-    total_loss = 0.0
-    correct = 0
-    counted = 0
-    for start in range(0, n, chunk):
-        xb = x[start:start + chunk]
-        yb = y[start:start + chunk]
-        loss = module.forward(params, xb, yb)[0]
-        total_loss += float(loss) * len(xb)
-        c, k = _correct(module.predict(params, xb), yb)
-        correct += c
-        counted += k
-    return total_loss / n, correct / counted
+    for start in range(0, len(x), chunk):
+        xb, yb = x[start:start + chunk], y[start:start + chunk]
+        scorer.add(network_outputs(module, params, xb, logits), yb, logits)
+        if bar is not None:
+            bar.update(len(xb))
+    return scorer.result()
+
+
+def evaluate(module, params, x, y, chunk: int = SCORE_CHUNK) -> Tuple[float, float]:
+    """(mean loss, first metric) of ``params`` on ``(x, y)`` in any label form the
+    loss accepts: accuracy for the cross-entropies, RMSE for mse."""
+    y = prepare_targets(module.LOSS, module.OUTPUTS, y, module.DTYPE, "evaluation")
+    if len(x) == 0:
+        return float("nan"), float("nan")
+    result = score(module, params, x, y, chunk)
+    return result["loss"], result[metric_names(module.LOSS)[0]]
 
 
 # ---------------------------------------------------------------------------
-# training
-
-class _Progress:
-    """A one-line text progress bar redrawn with '\\r' on a stream."""
-
-    def __init__(self, stream, label: str, total: int, width: int = 30):
-        self.stream = stream
-        self.label = label
-        self.total = max(total, 1)
-        self.width = width
-        self.last = 0.0
-        self.length = 0
-
-    def update(self, done: int, loss: float, force: bool = False) -> None:
-        now = time.perf_counter()
-        if not force and now - self.last < 0.1:
-            return
-        self.last = now
-        filled = int(self.width * done / self.total)
-        bar = "=" * filled + (">" if filled < self.width else "") + " " * (self.width - filled - 1)
-        line = f"{self.label} [{bar[:self.width]}] {done}/{self.total} loss {loss:.4f}"
-        self.length = max(self.length, len(line))
-        self.stream.write("\r" + line)
-        self.stream.flush()
-
-    def close(self) -> None:
-        self.stream.write("\r" + " " * self.length + "\r")
-        self.stream.flush()
-
+# data
 
 def _check_data(data) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     try:
@@ -155,29 +145,24 @@ def _check_data(data) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return x_train, y_train, x_test, y_test
 
 
-def check_examples(module, x, y, which, params=None):
-    """Raise ValueError unless (x, y) can be fed to `module`: finite inputs and
-    targets, class ids in range for softmax cross-entropy, and a first example
-    the module's own shape and dtype checks accept.  Run on the training and the
-    test set before the first step, so that bad data fails at once."""
-    x, y = np.asarray(x), np.asarray(y)
+def prepare_split(module, x, y, which, params=None):
+    """(x, y) with y converted to the loss's form (:mod:`.targets`), after checking
+    that the inputs are finite and that a first example fits the module."""
+    x = np.asarray(x)
     if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
         raise ValueError(f"the {which} set's inputs are not all finite numbers")
-    if y.dtype.kind == "f" and not np.all(np.isfinite(y)):
-        raise ValueError(f"the {which} set's targets are not all finite numbers")
-    if y.dtype.kind not in "biuf":
-        raise ValueError(f"the {which} set's targets are not numbers (dtype {y.dtype})")
-    outputs = getattr(module, "OUTPUTS", None)
-    if getattr(module, "LOSS", None) == "softmax_cross_entropy" and y.ndim == 1 and outputs:
-        if y.size and (np.any(y != np.floor(y)) or y.min() < 0 or y.max() >= outputs):
-            bad = y[(y != np.floor(y)) | (y < 0) | (y >= outputs)][0]
-            raise ValueError(f"the {which} set has the label {bad.item()!r}; labels must be class "
-                             f"ids 0 to {outputs - 1}")
+    y = prepare_targets(module.LOSS, module.OUTPUTS, y, module.DTYPE, which)
     if params is not None and len(x):
         try:
             module.forward(params, x[:1], y[:1])
         except (ValueError, TypeError, IndexError) as err:
             raise ValueError(f"the {which} set does not fit the module: {err}") from None
+    return x, y
+
+
+def check_examples(module, x, y, which, params=None):
+    """Raise ValueError unless (x, y) can be fed to `module` (see :func:`prepare_split`)."""
+    prepare_split(module, x, y, which, params)
 
 
 def _check_rate(lr):
@@ -185,6 +170,96 @@ def _check_rate(lr):
             0 < float(lr) < float("inf")):
         raise ValueError(f"lr must be a finite positive number, got {lr!r}")
     return float(lr)
+
+
+# ---------------------------------------------------------------------------
+# training
+
+def sgd(module, lr: float) -> Step:
+    """The default step: ``module.sgd_step(params, x, y, lr)``, which updates in place
+    and returns the batch's loss before the update."""
+    lr = _check_rate(lr)
+
+    def step(params, x, y):
+        return module.sgd_step(params, x, y, lr)
+    return step
+
+
+class BestWeights:
+    """Keeps a copy of the parameters of the best epoch so far, by `key` of the
+    epoch's record (e.g. "val_acc", higher is better; "test_loss", lower)."""
+
+    def __init__(self, key: str):
+        self.key = key
+        self.higher = higher_is_better(key.split("_", 1)[1])
+        self.epoch = None
+        self.value = None
+        self.params = None
+
+    def consider(self, record: dict, params: Dict[str, np.ndarray]) -> None:
+        value = float(record[self.key])
+        if not np.isfinite(value):
+            return
+        if self.value is None or (value > self.value if self.higher else value < self.value):
+            self.epoch, self.value = record["epoch"], value
+            self.params = {k: np.array(v, copy=True) for k, v in params.items()}
+
+    def restore(self, params: Dict[str, np.ndarray]) -> None:
+        """Copy the best weights back into `params` in place (its layout is kept)."""
+        if self.params is not None:
+            for key, value in self.params.items():
+                np.copyto(params[key], value)
+
+
+def best_key(loss: str, has_validation: bool) -> str:
+    """The record key --keep-best watches: validation (else test) accuracy, or loss for mse."""
+    split = "val" if has_validation else "test"
+    metric = "acc" if "acc" in metric_names(loss) else "loss"
+    return f"{split}_{metric}"
+
+
+_SPLIT_NAMES = (("train", "train"), ("val", "val"), ("test", "test"))
+
+
+def _format_metric(name: str, value: float) -> str:
+    if name == "acc":
+        return f"acc {100 * value:.2f}%"
+    if name == "ppl":
+        return f"perplexity {value:.2f}"
+    return f"{name} {value:.4f}"
+
+
+def epoch_line(record: dict, epochs: int, metrics) -> str:
+    """``epoch 3/10  train loss 0.1234 acc 96.52%  test loss 0.1500 acc 95.83%  (1.2s)``."""
+    parts = [f"epoch {record['epoch']}/{epochs}"]
+    for split, label in _SPLIT_NAMES:
+        if f"{split}_loss" not in record and f"{split}_{metrics[0]}" not in record:
+            continue
+        words = [label]
+        if f"{split}_loss" in record:
+            words.append(f"loss {record[f'{split}_loss']:.4f}")
+        words += [_format_metric(m, record[f"{split}_{m}"]) for m in metrics
+                  if f"{split}_{m}" in record]
+        parts.append(" ".join(words))
+    return "  ".join(parts) + f"  ({record['seconds']:.1f}s)"
+
+
+def _run_epoch(step, params, x, y, order, batch_size, bar, epoch) -> None:
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        loss = float(step(params, x[idx], y[idx]))
+        if not np.isfinite(loss):
+            raise ValueError(f"the loss became {loss} in epoch {epoch}, batch "
+                             f"{start // batch_size + 1}: training diverged (try a smaller lr)")
+        bar.add_loss(loss, len(idx))
+
+
+def _score_sets(module, params, sets, bar) -> dict:
+    record = {}
+    for split, x, y in sets:
+        for name, value in score(module, params, x, y, bar=bar).items():
+            record[f"{split}_{name}"] = value
+    return record
 
 
 def train(
@@ -197,90 +272,99 @@ def train(
     params: Optional[Dict[str, np.ndarray]] = None,
     progress: bool = True,
     out=None,
+    *,
+    step: Optional[Step] = None,
+    start_epoch: int = 1,
+    on_epoch_end: Optional[Callable[[int, dict, dict], Optional[bool]]] = None,
+    validation=None,
+    keep_best: bool = False,
+    progress_stream=None,
 ) -> Tuple[Dict[str, np.ndarray], List[dict]]:
-    """Minibatch SGD (Algorithm 1) on ``data = (x_train, y_train, x_test, y_test)``.
+    """Minibatch training on ``data = (x_train, y_train, x_test, y_test)``.
 
     Parameters start from ``module.init_params(seed)`` unless ``params`` is
-    given (a copy of it is trained; the caller's arrays are left alone). Epoch
-    ``e`` (1-based) visits the training set in the order of
-    ``np.random.default_rng(seed + e).permutation``, calling
-    ``module.sgd_step(params, xb, yb, lr)`` on each minibatch, so a run is
-    fully determined by its arguments. After each epoch the train and test
-    sets are evaluated (:func:`evaluate`), a line such as
+    given (a copy of it is trained; the caller's arrays are left alone).
+    Labels may take any form the loss accepts (:mod:`.targets`); they are
+    converted once. Epoch ``e`` (1-based) visits the training set in the order
+    of ``np.random.default_rng(seed + e).permutation`` and calls
+    ``step(params, xb, yb) -> loss`` on each minibatch (default
+    :func:`sgd` with ``lr``), so a run is fully determined by its arguments and
+    epochs ``start_epoch..epochs`` of a resumed run are those of a full run.
+
+    After each epoch the train, validation (``validation=(x_val, y_val)``,
+    optional) and test sets are scored (:func:`score`), a line such as
     ``epoch 3/10  train loss 0.1234 acc 96.52%  test loss 0.1500 acc 95.83%  (1.2s)``
-    is printed to ``out`` (default ``sys.stdout``), and a dict with keys
-    ``epoch, train_loss, train_acc, test_loss, test_acc, seconds`` (accuracies
-    as fractions) is appended to the history. With ``progress=True`` a text
-    progress bar is drawn on stderr during each epoch.
+    goes to ``out`` (default ``sys.stdout``), and a record ``{"epoch",
+    "train_loss", "train_acc", ["val_loss", "val_acc",] "test_loss",
+    "test_acc", "seconds"}`` (``rmse`` and ``r2`` instead of ``acc`` for mse;
+    accuracies as fractions) is appended to the history. Then
+    ``on_epoch_end(epoch, params, record)`` is called; a true result stops
+    training. With ``keep_best`` the weights of the best epoch (by validation,
+    else test, accuracy; loss for mse) are copied back into ``params`` at the
+    end. ``progress`` shows tqdm bars on ``progress_stream`` (default stderr).
 
     Returns ``(params, history)``.
     """
     x_train, y_train, x_test, y_test = _check_data(data)
-    lr = _check_rate(lr)
-    epochs = int(epochs)
-    batch_size = int(batch_size)
+    epochs, batch_size, start_epoch = int(epochs), int(batch_size), int(start_epoch)
     if epochs < 0:
         raise ValueError(f"epochs must be >= 0, got {epochs}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if out is None:
-        out = sys.stdout
+    if start_epoch < 1:
+        raise ValueError(f"start_epoch must be >= 1, got {start_epoch}")
+    step = sgd(module, lr) if step is None else step
+    out = sys.stdout if out is None else out
     if params is None:
         params = module.init_params(seed)
     else:
         params = {k: np.array(v, copy=True) for k, v in params.items()}
-    check_examples(module, x_train, y_train, "training", params)
-    check_examples(module, x_test, y_test, "test", params)
-
-    n = len(x_train)
-    n_batches = (n + batch_size - 1) // batch_size
+    sets = [("train", *prepare_split(module, x_train, y_train, "training", params))]
+    if validation is not None:
+        sets.append(("val", *prepare_split(module, *validation, "validation", params)))
+    sets.append(("test", *prepare_split(module, x_test, y_test, "test", params)))
+    metrics = metric_names(module.LOSS)
+    best = BestWeights(best_key(module.LOSS, validation is not None)) if keep_best else None
+    x_train, y_train = sets[0][1], sets[0][2]
+    scored = sum(len(x) for _, x, _ in sets)
     history: List[dict] = []
-    for epoch in range(1, epochs + 1):
+    for epoch in range(start_epoch, epochs + 1):
         t0 = time.perf_counter()
-        order = np.random.default_rng(seed + epoch).permutation(n)
-        bar = _Progress(sys.stderr, f"epoch {epoch}/{epochs}", n_batches) if progress else None
-        running = 0.0
-        seen = 0
-        for b in range(n_batches):
-            idx = order[b * batch_size:(b + 1) * batch_size]
-            loss = module.sgd_step(params, x_train[idx], y_train[idx], lr)
-            if not np.isfinite(loss):
-                raise ValueError(f"the loss became {float(loss)} in epoch {epoch}, batch {b + 1}: "
-                                 "training diverged (try a smaller lr)")
-            running += float(loss) * len(idx)
-            seen += len(idx)
-            if bar is not None:
-                bar.update(b + 1, running / seen, force=(b + 1 == n_batches))
-        if bar is not None:
-            bar.close()
-        train_loss, train_acc = evaluate(module, params, x_train, y_train)
-        test_loss, test_acc = evaluate(module, params, x_test, y_test)
-        if not np.isfinite(train_loss):
-            raise ValueError(f"the training loss became {train_loss} in epoch {epoch}: training "
-                             "diverged (try a smaller lr)")
-        seconds = time.perf_counter() - t0
-        record = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_acc": train_acc,
-            "test_loss": test_loss,
-            "test_acc": test_acc,
-            "seconds": seconds,
-        }
+        order = np.random.default_rng(seed + epoch).permutation(len(x_train))
+        with progress_bar(len(order), f"epoch {epoch}/{epochs}", progress, progress_stream) as bar:
+            _run_epoch(step, params, x_train, y_train, order, batch_size, bar, epoch)
+        with progress_bar(scored, f"scoring {epoch}/{epochs}", progress, progress_stream) as bar:
+            record = {"epoch": epoch, **_score_sets(module, params, sets, bar)}
+        if not np.isfinite(record["train_loss"]):
+            raise ValueError(f"the training loss became {record['train_loss']} in epoch {epoch}: "
+                             "training diverged (try a smaller lr)")
+        record["seconds"] = time.perf_counter() - t0
         history.append(record)
-        out.write(
-            f"epoch {epoch}/{epochs}  train loss {train_loss:.4f} acc {100 * train_acc:.2f}%"
-            f"  test loss {test_loss:.4f} acc {100 * test_acc:.2f}%  ({seconds:.1f}s)\n"
-        )
+        out.write(epoch_line(record, epochs, metrics) + "\n")
+        out.flush()
+        if best is not None:
+            best.consider(record, params)
+        if on_epoch_end is not None and on_epoch_end(epoch, params, record):
+            break
+    if best is not None and best.epoch is not None:
+        best.restore(params)
+        out.write(f"kept the weights of epoch {best.epoch} (best {best.key.replace('_', ' ')} "
+                  f"{_best_value(best)})\n")
         out.flush()
     return params, history
+
+
+def _best_value(best: BestWeights) -> str:
+    if best.key.endswith("_acc"):
+        return f"{100 * best.value:.2f}%"
+    return f"{best.value:.4f}"
 
 
 # ---------------------------------------------------------------------------
 # parameter files
 
 from ..cli.output import atomic_write as _atomic_write  # noqa: E402  (one atomic writer for the package)
-from ..cli.output import NPZ_MARKER as _NPZ_MARKER, PNG_MARKER as _PNG_MARKER  # noqa: E402
+from ..cli.output import NPZ_MARKER as _NPZ_MARKER  # noqa: E402
 
 
 def save_params(path, params: Dict[str, np.ndarray]) -> None:
@@ -319,7 +403,8 @@ def _npz_bytes(arrays) -> bytes:
 
 
 def load_params(path, module=None) -> Dict[str, np.ndarray]:
-    """Read parameters written by :func:`save_params` into a dict of arrays.
+    """Read parameters written by :func:`save_params`, or the parameters of a
+    checkpoint (what ``bpcompile train --save`` writes), into a dict of arrays.
 
     With a generated `module`, the values are copied into a fresh
     ``module.init_params()``: its layout (a recurrent layer's gate weights
@@ -350,273 +435,12 @@ def _read_params(path) -> Dict[str, np.ndarray]:
         raise ValueError(f"{name}: not a readable .npz parameter file ({e})") from None
     if not isinstance(loaded, np.lib.npyio.NpzFile):
         raise ValueError(f"{name}: not an .npz parameter file (it holds a single .npy array)")
+    from .checkpoint import checkpoint_params, is_checkpoint
     with loaded as z:
         try:
-            return {k: np.array(z[k]) for k in z.files}
+            arrays = {k: np.array(z[k]) for k in z.files}
         except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
             raise ValueError(f"{name}: not a readable .npz parameter file ({e})") from None
+    return checkpoint_params(arrays) if is_checkpoint(arrays) else arrays
 
 
-# ---------------------------------------------------------------------------
-# PNG plotting (numpy rasteriser + zlib/struct encoder)
-
-# 5x7 bitmap font: each glyph is 7 rows of 5 bits, most significant bit left.
-_FONT = {
-    " ": (0, 0, 0, 0, 0, 0, 0),
-    "0": (0b01110, 0b10001, 0b10011, 0b10101, 0b11001, 0b10001, 0b01110),
-    "1": (0b00100, 0b01100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110),
-    "2": (0b01110, 0b10001, 0b00001, 0b00010, 0b00100, 0b01000, 0b11111),
-    "3": (0b11111, 0b00010, 0b00100, 0b00010, 0b00001, 0b10001, 0b01110),
-    "4": (0b00010, 0b00110, 0b01010, 0b10010, 0b11111, 0b00010, 0b00010),
-    "5": (0b11111, 0b10000, 0b11110, 0b00001, 0b00001, 0b10001, 0b01110),
-    "6": (0b00110, 0b01000, 0b10000, 0b11110, 0b10001, 0b10001, 0b01110),
-    "7": (0b11111, 0b00001, 0b00010, 0b00100, 0b01000, 0b01000, 0b01000),
-    "8": (0b01110, 0b10001, 0b10001, 0b01110, 0b10001, 0b10001, 0b01110),
-    "9": (0b01110, 0b10001, 0b10001, 0b01111, 0b00001, 0b00010, 0b01100),
-    ".": (0, 0, 0, 0, 0, 0b01100, 0b01100),
-    "-": (0, 0, 0, 0b11111, 0, 0, 0),
-    "+": (0, 0b00100, 0b00100, 0b11111, 0b00100, 0b00100, 0),
-    "%": (0b11000, 0b11001, 0b00010, 0b00100, 0b01000, 0b10011, 0b00011),
-    "(": (0b00010, 0b00100, 0b01000, 0b01000, 0b01000, 0b00100, 0b00010),
-    ")": (0b01000, 0b00100, 0b00010, 0b00010, 0b00010, 0b00100, 0b01000),
-    "A": (0b01110, 0b10001, 0b10001, 0b11111, 0b10001, 0b10001, 0b10001),
-    "C": (0b01110, 0b10001, 0b10000, 0b10000, 0b10000, 0b10001, 0b01110),
-    "E": (0b11111, 0b10000, 0b10000, 0b11110, 0b10000, 0b10000, 0b11111),
-    "H": (0b10001, 0b10001, 0b10001, 0b11111, 0b10001, 0b10001, 0b10001),
-    "I": (0b01110, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100, 0b01110),
-    "L": (0b10000, 0b10000, 0b10000, 0b10000, 0b10000, 0b10000, 0b11111),
-    "N": (0b10001, 0b10001, 0b11001, 0b10101, 0b10011, 0b10001, 0b10001),
-    "O": (0b01110, 0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b01110),
-    "P": (0b11110, 0b10001, 0b10001, 0b11110, 0b10000, 0b10000, 0b10000),
-    "R": (0b11110, 0b10001, 0b10001, 0b11110, 0b10100, 0b10010, 0b10001),
-    "S": (0b01111, 0b10000, 0b10000, 0b01110, 0b00001, 0b00001, 0b11110),
-    "T": (0b11111, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100, 0b00100),
-    "U": (0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b10001, 0b01110),
-    "Y": (0b10001, 0b10001, 0b01010, 0b00100, 0b00100, 0b00100, 0b00100),
-}
-
-_WHITE = (255, 255, 255)
-_AXIS = (60, 60, 60)
-_GRID = (225, 225, 225)
-_TEXT = (40, 40, 40)
-_TRAIN = (31, 119, 180)   # blue
-_TEST = (230, 110, 20)    # orange
-
-
-class _Canvas:
-    """An RGB image with the few drawing operations the plot needs."""
-
-    def __init__(self, width: int, height: int, background=_WHITE):
-        self.w = width
-        self.h = height
-        self.px = np.empty((height, width, 3), dtype=np.uint8)
-        self.px[:] = background
-
-    def rect(self, x0, y0, x1, y1, color) -> None:
-        """Fill the rectangle [x0, x1] x [y0, y1] (inclusive, clipped)."""
-        x0, x1 = max(int(x0), 0), min(int(x1), self.w - 1)
-        y0, y1 = max(int(y0), 0), min(int(y1), self.h - 1)
-        if x0 <= x1 and y0 <= y1:
-            self.px[y0:y1 + 1, x0:x1 + 1] = color
-
-    def hline(self, x0, x1, y, color) -> None:
-        self.rect(min(x0, x1), y, max(x0, x1), y, color)
-
-    def vline(self, x, y0, y1, color) -> None:
-        self.rect(x, min(y0, y1), x, max(y0, y1), color)
-
-    def segment(self, x0, y0, x1, y1, color, radius=1, clip=None) -> None:
-        """A thick line from (x0, y0) to (x1, y1): a square brush stamped along it."""
-        steps = int(max(abs(x1 - x0), abs(y1 - y0))) + 1
-        t = np.linspace(0.0, 1.0, steps + 1)
-        xs = np.rint(x0 + (x1 - x0) * t).astype(np.int64)
-        ys = np.rint(y0 + (y1 - y0) * t).astype(np.int64)
-        cx0, cy0, cx1, cy1 = clip if clip is not None else (0, 0, self.w - 1, self.h - 1)
-        for dy in range(-radius, radius + 1):
-            for dx in range(-radius, radius + 1):
-                px, py = xs + dx, ys + dy
-                ok = (px >= cx0) & (px <= cx1) & (py >= cy0) & (py <= cy1)
-                self.px[py[ok], px[ok]] = color
-
-    def text(self, x, y, s: str, color=_TEXT, scale: int = 1) -> None:
-        """Draw ``s`` with its top-left corner at (x, y); unknown characters are blank."""
-        for i, ch in enumerate(s.upper()):
-            glyph = _FONT.get(ch, _FONT[" "])
-            gx = x + i * 6 * scale
-            for row, bits in enumerate(glyph):
-                for col in range(5):
-                    if bits & (1 << (4 - col)):
-                        self.rect(gx + col * scale, y + row * scale,
-                                  gx + col * scale + scale - 1, y + row * scale + scale - 1, color)
-
-    @staticmethod
-    def text_width(s: str, scale: int = 1) -> int:
-        return max(len(s) * 6 - 1, 0) * scale
-
-    def png(self, marker: bool = False) -> bytes:
-        return _encode_png(self.px, marker)
-
-
-def _encode_png(rgb: np.ndarray, marker: bool = False) -> bytes:
-    """Encode an (H, W, 3) uint8 array as a PNG (8-bit RGB, filter 0, zlib)."""
-    h, w, _ = rgb.shape
-    raw = np.zeros((h, 1 + 3 * w), dtype=np.uint8)
-    raw[:, 1:] = rgb.reshape(h, 3 * w)
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        return (struct.pack(">I", len(payload)) + kind + payload
-                + struct.pack(">I", zlib.crc32(kind + payload) & 0xFFFFFFFF))
-
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
-    software = chunk(_PNG_MARKER[:4], _PNG_MARKER[4:]) if marker else b""   # tEXt Software=bpcompile
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + software
-            + chunk(b"IDAT", zlib.compress(raw.tobytes(), 9)) + chunk(b"IEND", b""))
-
-
-def _nice_ticks(lo: float, hi: float, target: int = 5) -> List[float]:
-    """Round tick values covering [lo, hi], steps of 1, 2 or 5 times a power of ten."""
-    if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= lo:
-        return [lo]
-    raw = (hi - lo) / max(target, 1)
-    mag = 10.0 ** np.floor(np.log10(raw))
-    step = mag * 10
-    for m in (1, 2, 5, 10):
-        if raw <= m * mag:
-            step = m * mag
-            break
-    first = np.floor(lo / step + 1e-9) * step
-    ticks = []
-    v = first
-    while v <= hi + step * 1e-6:
-        if v >= lo - step * 1e-6:
-            ticks.append(float(round(v, 12)))
-        v += step
-    return ticks
-
-
-def _fmt_tick(v: float) -> str:
-    if v == 0:
-        return "0"
-    a = abs(v)
-    if a >= 1000 or a < 1e-3:
-        return f"{v:.0e}".replace("e+0", "e").replace("e-0", "e-")
-    if float(v).is_integer():
-        return str(int(v))
-    s = f"{v:.3f}".rstrip("0").rstrip(".")
-    return s
-
-
-def _panel(canvas: _Canvas, box, title: str, epochs: Sequence[int], series, y_range=None) -> None:
-    """Draw one chart in ``box = (x0, y0, x1, y1)``: gridlines, axes, labels, series.
-
-    ``series`` is a list of (values, colour); non-finite values break the line.
-    """
-    bx0, by0, bx1, by1 = box
-    # plot area inside the box, leaving room for tick labels and the title
-    px0, py0, px1, py1 = bx0 + 44, by0 + 20, bx1 - 8, by1 - 28
-    canvas.text(bx0 + (bx1 - bx0 - canvas.text_width(title)) // 2, by0 + 4, title)
-
-    values = np.concatenate([np.asarray(v, dtype=np.float64) for v, _ in series]) if series else np.zeros(0)
-    finite = values[np.isfinite(values)]
-    if y_range is not None:
-        lo, hi = y_range
-    elif finite.size:
-        lo, hi = min(0.0, float(finite.min())), float(finite.max())
-    else:
-        lo, hi = 0.0, 1.0
-    if hi <= lo:
-        hi = lo + 1.0
-    yticks = _nice_ticks(lo, hi)
-    if y_range is None and len(yticks) > 1 and yticks[-1] < hi:
-        # round the top of an automatic range up to the next tick
-        yticks.append(float(round(yticks[-1] + (yticks[1] - yticks[0]), 12)))
-    lo, hi = min(lo, yticks[0]), max(hi, yticks[-1])
-
-    n = len(epochs)
-    ex_lo, ex_hi = (float(min(epochs)), float(max(epochs))) if n else (0.0, 1.0)
-    if ex_hi <= ex_lo:
-        ex_lo, ex_hi = ex_lo - 1.0, ex_hi + 1.0
-
-    def sx(e):
-        return px0 + (np.asarray(e, dtype=np.float64) - ex_lo) / (ex_hi - ex_lo) * (px1 - px0)
-
-    def sy(v):
-        return py1 - (np.asarray(v, dtype=np.float64) - lo) / (hi - lo) * (py1 - py0)
-
-    # horizontal gridlines and y labels
-    for t in yticks:
-        y = int(round(float(sy(t))))
-        canvas.hline(px0, px1, y, _GRID)
-        label = _fmt_tick(t)
-        canvas.text(px0 - 4 - canvas.text_width(label), y - 3, label)
-    # vertical gridlines and x labels (integer epochs, thinned to ~10)
-    xticks = [e for e in _nice_ticks(ex_lo, ex_hi, target=8) if float(e).is_integer()]
-    for e in xticks:
-        x = int(round(float(sx(e))))
-        canvas.vline(x, py0, py1, _GRID)
-        label = _fmt_tick(e)
-        canvas.text(x - canvas.text_width(label) // 2, py1 + 5, label)
-    canvas.text(px0 + (px1 - px0 - canvas.text_width("EPOCH")) // 2, py1 + 16, "EPOCH")
-    # axes
-    canvas.vline(px0, py0, py1, _AXIS)
-    canvas.hline(px0, px1, py1, _AXIS)
-
-    clip = (px0, py0, px1, py1)
-    for vals, color in series:
-        xs = sx(epochs)
-        ys = sy(vals)
-        ok = np.isfinite(np.asarray(vals, dtype=np.float64))
-        for i in range(n):
-            if not ok[i]:
-                continue
-            if i + 1 < n and ok[i + 1]:
-                canvas.segment(xs[i], ys[i], xs[i + 1], ys[i + 1], color, radius=1, clip=clip)
-            # point marker
-            canvas.segment(xs[i], ys[i], xs[i], ys[i], color, radius=2, clip=clip)
-
-
-def plot_curves(path, history: Sequence[dict], width: int = 720, height: int = 300) -> None:
-    """Write the PNG of :func:`curves_png` to ``path``, atomically."""
-    data = curves_png(history, width, height, marker=False)
-    _atomic_write(path, lambda fh: fh.write(data))
-
-
-def curves_png(history: Sequence[dict], width: int = 720, height: int = 300,
-               marker: bool = True) -> bytes:
-    """A PNG with two charts: loss per epoch and accuracy (%) per epoch.
-
-    Train curves are blue, test curves orange (legend at the top). ``history``
-    is the list returned by :func:`train`. The image is drawn with numpy and
-    encoded with zlib + struct.  With marker=True it carries a text chunk
-    Software=bpcompile after IHDR, by which `bpcompile train --plot` knows that
-    it may replace the file.
-    """
-    width = max(int(width), 320)
-    height = max(int(height), 160)
-    epochs = [int(h["epoch"]) for h in history]
-
-    def col(key, scale=1.0):
-        return np.array([float(h[key]) * scale for h in history], dtype=np.float64)
-
-    canvas = _Canvas(width, height)
-    top = 18
-    half = width // 2
-    _panel(canvas, (0, top, half - 1, height - 1), "LOSS", epochs,
-           [(col("train_loss"), _TRAIN), (col("test_loss"), _TEST)])
-    acc = [(col("train_acc", 100.0), _TRAIN), (col("test_acc", 100.0), _TEST)]
-    finite = np.concatenate([a for a, _ in acc])
-    finite = finite[np.isfinite(finite)]
-    lo = float(np.floor(finite.min() / 10.0) * 10.0) if finite.size else 0.0
-    _panel(canvas, (half, top, width - 1, height - 1), "ACCURACY %", epochs, acc,
-           y_range=(min(max(lo, 0.0), 90.0), 100.0))
-
-    # legend: coloured squares with labels, centred at the top
-    items = [("TRAIN", _TRAIN), ("TEST", _TEST)]
-    total = sum(10 + 4 + canvas.text_width(s) + 16 for s, _ in items) - 16
-    x = (width - total) // 2
-    for label, color in items:
-        canvas.rect(x, 5, x + 9, 14, color)
-        canvas.text(x + 14, 6, label)
-        x += 10 + 4 + canvas.text_width(label) + 16
-
-    return canvas.png(marker)
