@@ -89,7 +89,7 @@ def _compile_program_spec(spec):
     constants = program_constants(inputs)
     try:
         if has_program:
-            assignments = parse_program(text, constants=constants)
+            assignments = parse_program(text, constants=constants, vectors=True)
         else:
             assignments = _expression_program(text, output, inputs, constants)
         inputs, output, wrt = check_program(assignments, inputs, output, wrt)
@@ -110,7 +110,7 @@ def program_constants(inputs):
 
 
 def _expression_program(text, output=None, inputs=None, constants=None):
-    expr, names, cols = parse_expression(text, constants=constants)
+    expr, names, cols = parse_expression(text, constants=constants, vectors=True)
     target = output or _output_name(names + list(inputs or []))
     return [Assignment(target, expr, 1, 1, names, cols)]
 

@@ -82,8 +82,8 @@ EXPRESSIONS = [
     "__import__('os').system('true')", "eval('1')", "open('f')", "x.real", "x[0]", "lambda: x",
     "x if y else z", "[x]", "{x}", "{x: 1}", "(x, y)", "x; y", "x and y", "x < y", "not x", "~x",
     "x // y", "x % y", "x << 1", "x & y", "x | y", "x ^ y", "'a' + x", "b'x' + x", "1j*x",
-    "True*x", "None", "...", "x @ y", "f'{x}'", "*x", "x := 1", "await x", "yield x",
-    "print(x)", "sum(x)", "getattr(x, 'y')", "x.__class__", "__builtins__", "globals()",
+    "True*x", "None", "...", "x @ 'a'", "f'{x}'", "*x", "x := 1", "await x", "yield x",
+    "print(x)", "sum(x, axis=0)", "getattr(x, 'y')", "x.__class__", "__builtins__", "globals()",
     # bad calls and constants
     "sin(x, y)", "sin()", "sin(x=1)", "log(x, 1, 2)", "max(x)", "pow(x)", "unknown(x)",
     "sqrt(-1) + x", "log(0) + x", "log(-1) + x", "1/0 + x", "0**-1 + x", "(-8)**(1/3) + x",

@@ -58,8 +58,10 @@ def _parser():
     p = sub.add_parser("check", help="compare the gradients with central finite differences")
     p.add_argument("spec", help="a spec file (.yaml or .yml) or an expression or program text")
     p.add_argument("--at", action="append", default=[], metavar="NAME=VALUE",
-                   help="input value (repeatable; expressions and programs only); "
-                        "default: the spec's check_at, else random")
+                   help="input value: a number, a vector `theta=0.5,-1` (`x=2,` has one "
+                        "entry) or a matrix `X=1,2;3,4` (rows separated by ;) (repeatable; "
+                        "expressions and programs only); default: the spec's check_at, "
+                        "else random numbers")
     p.add_argument("--seed", type=int, default=0,
                    help="seed of the random point, or of a layer spec's random parameters and "
                         "batch (default 0)")
@@ -348,13 +350,17 @@ def _check_program(compiled, args, file):
     from ..training.gradcheck import module_checks, one_sided_gradients
     import numpy as np
     module = load_module(compiled.source, compiled.name)
+    from ..training.check import point_text
     values, where = _check_point(compiled, args, file)
-    # NumPy scalars: an overflow gives inf, not an error
-    point = [np.float64(values[n]) for n in module.INPUTS]
-    at = ", ".join(f"{n}={values[n]:g}" for n in module.INPUTS)
+    # NumPy scalars and arrays: an overflow gives inf, not an error
+    point = [np.asarray(values[n], dtype=np.float64)[()] for n in module.INPUTS]
+    at = ", ".join(f"{n}={point_text(values[n])}" for n in module.INPUTS)
     output = compiled.graph.output
     with np.errstate(all="ignore"):
-        value, grads = module.value_and_grad(*point)
+        try:
+            value, grads = module.value_and_grad(*point)
+        except ValueError as err:       # shapes that do not fit: `@`, broadcasting
+            raise where(f"cannot evaluate {output} at {at}: {err}") from None
         if not (np.all(np.isfinite(value)) and all(np.all(np.isfinite(g)) for g in grads)):
             raise where(f"{at} is outside the domain of {output}: its value or gradient is not "
                         "finite there; choose another point with --at NAME=VALUE")
@@ -423,44 +429,41 @@ def _check_layers(compiled, args):
 
 
 def _check_point(compiled, args, file):
-    """(input name -> float, where): the point to check at, and a function that makes
-    a SpecError located where the point came from (check_at, --at, or the file)."""
+    """(input name -> value, where): the point to check at, and a function that makes a
+    SpecError located where the point came from (check_at, --at, or the file).  A value
+    is a float, or a float64 array (a vector or matrix from check_at or --at); inputs
+    given no value get a random number in [0.5, 1.5]."""
     import numpy as np
-    from ..limits import MAX_CONSTANT, shorten
+    from ..limits import shorten
+    from ..training.check import parse_point_value, point_value
     inputs = list(compiled.graph.inputs)
     spec = compiled.spec
     rng = np.random.default_rng(args.seed)
     values = {n: float(rng.uniform(0.5, 1.5)) for n in inputs}
     where = (lambda message: SpecError(message, file, 1, 1))
 
-    def number(value):
-        try:
-            value = float(value)
-        except (OverflowError, ValueError, TypeError):
-            return None
-        return value if abs(value) <= MAX_CONSTANT else None       # also refuses nan
-
     given = spec.get("check_at") if spec is not None else None
     if given is not None:
         if not isinstance(given, dict):
-            raise spec.error("check_at must map input names to numbers", "check_at")
+            raise spec.error("check_at must map input names to numbers or lists of numbers",
+                             "check_at")
         for name, value in given.items():
-            if name not in values or isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise spec.error(f"check_at: {shorten(name)} must be an input with a number",
-                                 "check_at", name)
-            if number(value) is None:
-                raise spec.error(f"check_at: {shorten(name)} must be a finite number of magnitude "
-                                 f"at most {MAX_CONSTANT:g}", "check_at", name)
-            values[name] = number(value)
+            if name not in values:
+                raise spec.error(f"check_at: {shorten(name)} is not an input", "check_at", name)
+            try:
+                values[name] = point_value(value)
+            except ValueError as err:
+                raise spec.error(f"check_at: {shorten(name)} {err}", "check_at", name) from None
         where = (lambda message: spec.error(message, "check_at"))
     for item in args.at:
         name, _, value = item.partition("=")
         if name not in values:
             raise SpecError(f"--at {shorten(item)}: {shorten(name)} is not an input", file, 1, 1)
-        if number(value) is None:
-            raise SpecError(f"--at {shorten(item)}: {shorten(value)} is not a finite number of "
-                            f"magnitude at most {MAX_CONSTANT:g}", file, 1, 1)
-        values[name] = number(value)
+        try:
+            values[name] = parse_point_value(value)
+        except ValueError as err:
+            raise SpecError(f"--at {shorten(item)}: the value {err} (a number, numbers "
+                            "separated by commas, or rows separated by ;)", file, 1, 1) from None
         where = (lambda message: SpecError(message, file, 1, 1))
     return values, where
 

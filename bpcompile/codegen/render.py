@@ -106,6 +106,7 @@ def render_program(sched, graph, spec_text, source=None, quoted=()):
         backward=aligned(sched.backward),
         grads=sched.grads,
         block=_block_kernel(sched, graph),
+        uses_dot=any(node.op == "dot" for node in graph),
         out=graph.names.fresh("out"),
         inputs_tuple_expr=f"({', '.join(graph.inputs)}{',' if len(graph.inputs) == 1 else ''})",
     )

@@ -2,8 +2,8 @@
 
 Text is parsed by Python's `ast` module and the tree is checked against a
 whitelist (numbers, names, + - * / **, unary minus, parentheses, calls of
-functions from the primitive table) before SymPy objects are built from it
-without evaluation.  Constant subexpressions are folded here, with guards so
+functions from the primitive table; in programs also `sum(v)` and `a @ b`)
+before SymPy objects are built from it without evaluation.  Constant subexpressions are folded here, with guards so
 that `9**9**9**9` and `pow(10, 10**10)` are errors rather than hangs: a power
 is computed only once its size is known to be within MAX_CONSTANT.
 """
@@ -20,7 +20,7 @@ import sympy as sp
 
 from ..errors import SpecError
 from ..limits import MAX_CONSTANT, MAX_DEPTH, MAX_NODES, MAX_TEXT
-from .primitives import CALLABLE
+from .primitives import CALLABLE, VECTOR_FUNCTIONS, vector_dot
 
 IDENTIFIER = re.compile(r"[A-Za-z][A-Za-z0-9_]*\Z")
 
@@ -56,19 +56,23 @@ def symbol(name):
     return sp.Symbol(name, real=True)
 
 
-def parse_expression(text, matmul=None, constants=None):
+def parse_expression(text, matmul=None, constants=None, vectors=False):
     """One expression -> (SymPy expression, names in order of first use, name -> col).
 
-    `matmul(W, v)` builds `W @ v`; without it `@` is an error.  `constants` maps
-    names to the numbers they stand for (NAMED_CONSTANTS); they are not inputs.
+    `matmul(W, v)` builds `W @ v` (a cell's product); without it `@` is an error.
+    `constants` maps names to the numbers they stand for (NAMED_CONSTANTS); they are
+    not inputs.  `vectors=True` (programs) accepts the two operations that are not
+    elementwise: `sum(v)`, the sum of all elements, and `a @ b`, the dot product over
+    the last axis; `sum` is then a function name, never a variable.
     """
     tree = _parse(text, "eval")
-    builder = _Builder(matmul, constants)
+    builder = _Builder(matmul, constants, vectors)
     return builder.build(tree.body), builder.names, builder.name_cols
 
 
-def parse_program(text, matmul=None, constants=None):
-    """Program text (one `name = expression` per line) -> list of Assignment."""
+def parse_program(text, matmul=None, constants=None, vectors=False):
+    """Program text (one `name = expression` per line) -> list of Assignment.
+    `matmul`, `constants` and `vectors` as for parse_expression."""
     constants = constants or {}
     tree = _parse(text, "exec")
     assignments, lines_seen = [], set()
@@ -89,7 +93,9 @@ def parse_program(text, matmul=None, constants=None):
         if target.id in constants:
             raise SpecError(f"{target.id!r} is the constant {constants[target.id]!r}; choose "
                             "another name for this variable", **where)
-        builder = _Builder(matmul, constants)
+        if vectors and target.id in VECTOR_FUNCTIONS:
+            raise SpecError(_function_name_message(target.id), **where)
+        builder = _Builder(matmul, constants, vectors)
         expr = builder.build(stmt.value)
         assignments.append(Assignment(target.id, expr, stmt.lineno, stmt.col_offset + 1,
                                       builder.names, builder.name_cols))
@@ -193,11 +199,12 @@ def _check_depth(tree):
 class _Builder:
     """Walks one checked expression tree and builds the SymPy expression."""
 
-    def __init__(self, matmul=None, constants=None):
+    def __init__(self, matmul=None, constants=None, vectors=False):
         self.names = []
         self.name_cols = {}
         self.matmul = matmul
         self.constants = constants or {}
+        self.vectors = vectors
 
     def build(self, node):
         value = self._visit(node)
@@ -221,6 +228,8 @@ class _Builder:
                 raise self._error(node, err.message) from None
             if node.id in self.constants:
                 return self.constants[node.id]
+            if self.vectors and node.id in VECTOR_FUNCTIONS:
+                raise self._error(node, _function_name_message(node.id))
             if node.id not in self.name_cols:
                 self.names.append(node.id)
                 self.name_cols[node.id] = (node.lineno, node.col_offset + 1)
@@ -241,6 +250,8 @@ class _Builder:
             if _is_number(right):
                 raise self._error(node, "the right side of @ must be a vector, not a number")
             return self.matmul(left, right)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.MatMult) and self.vectors:
+            return self._dot(node)
         if isinstance(node, ast.BinOp):
             op = _BINARY.get(type(node.op))
             if op is None:
@@ -254,6 +265,23 @@ class _Builder:
             return self._call(node)
         raise self._error(node, f"unsupported syntax: {type(node).__name__}")
 
+    def _dot(self, node):
+        """`a @ b`: the dot product over the last axis (two numbers: their product)."""
+        left, right = self._visit(node.left), self._visit(node.right)
+        if _is_number(left) and _is_number(right):
+            return _fold("mul", left, right, node, self)
+        return vector_dot(_sym(left), _sym(right))
+
+    def _vector_call(self, node, name, args):
+        """sum(v); the sum of a number is that number."""
+        arity, build = VECTOR_FUNCTIONS[name]
+        if len(args) != arity:
+            raise self._error(node, f"{name}() takes {arity} argument{'s' if arity > 1 else ''}, "
+                              f"got {len(args)}")
+        if all(_is_number(a) for a in args):
+            return args[0]
+        return build(*(_sym(a) for a in args))
+
     def _call(self, node):
         if not isinstance(node.func, ast.Name):
             raise self._error(node, "only calls of known functions by name are allowed")
@@ -261,6 +289,8 @@ class _Builder:
         if node.keywords:
             raise self._error(node, f"{name}() takes no keyword arguments")
         args = [self._visit(a) for a in node.args]
+        if self.vectors and name in VECTOR_FUNCTIONS:
+            return self._vector_call(node, name, args)
         if name == "log" and len(args) == 2:
             # log(x, base) = log(x) / log(base)
             value, base = args
@@ -272,7 +302,8 @@ class _Builder:
                                  else CALLABLE["log"].build(_sym(base))))
         prim = CALLABLE.get(name)
         if prim is None:
-            known = ", ".join(sorted(CALLABLE) + ["log(x, base)"])
+            extra = sorted(VECTOR_FUNCTIONS) if self.vectors else []
+            known = ", ".join(sorted(CALLABLE) + extra + ["log(x, base)"])
             raise self._error(node, f"unknown function {name!r}; known functions: {known}")
         if len(args) != prim.arity:
             raise self._error(node, f"{name}() takes {prim.arity} argument"
@@ -282,6 +313,11 @@ class _Builder:
                 return _fold("pow", args[0], args[1], node, self)
             return _fold_call(name, args, node, self)
         return prim.build(*(_sym(a) for a in args))
+
+
+def _function_name_message(name):
+    return (f"{name!r} is a function ({name}(v): the sum of all elements of v); choose another "
+            "name for this variable")
 
 
 def _is_number(value):

@@ -84,6 +84,37 @@ def matmul(W, v):
     return matvec(W, v, evaluate=False)
 
 
+class vector_sum(sp.Function):
+    """sum(v) in a program: the sum of all elements of v, a scalar (a tensor operation:
+    the program front end lowers it to a `sum` node, tensor_ops.py)."""
+
+    nargs = 1
+
+    def _sympystr(self, printer):
+        return f"sum({printer._print(self.args[0])})"
+
+
+class dot(sp.Function):
+    """a @ b in a program: the dot product over the last axis, where that equals NumPy's
+    matmul (a tensor operation: lowered to a `dot` node, tensor_ops.py)."""
+
+    nargs = 2
+
+    def _sympystr(self, printer):
+        # parenthesized, so that the printed text parses back to the same expression
+        a, b = (printer._print(arg) for arg in self.args)
+        return f"({a} @ {b})"
+
+
+def vector_dot(a, b):
+    """How the parser builds `a @ b` in programs."""
+    return dot(a, b, evaluate=False)
+
+
+# Program functions that are not elementwise: name -> (arity, SymPy builder)
+VECTOR_FUNCTIONS = {"sum": (1, lambda v: vector_sum(v, evaluate=False))}
+
+
 class select(sp.Function):
     """a where m is nonzero, else b: how a masked (padding) step keeps its state."""
 

@@ -162,4 +162,19 @@ TENSOR_OPS = {op.name: op for op in [
              consuming_vjps=("_masked_softmax_cross_entropy_grad({e}, {total}, {1}, {2} * ({g} / {n}), "
                              "overwrite={consume})", None, None)),
     TensorOp("flatten", "{0}.reshape(len({0}), -1)", ("{g}.reshape({unflat})",)),
+    # programs: s = sum(v), the sum of all elements; ds/dv is 1 for every element, so
+    # dJ/dv is dJ/ds broadcast to v's shape (np.sum: dJ/ds may have gained axes by
+    # broadcasting later in the program, which belong summed into the scalar s)
+    TensorOp("sum", "np.sum({0})", ("np.broadcast_to(np.sum({g}), np.shape({0}))",)),
+    # programs: q = a @ b, the dot product over the last axis (_dot refuses the shapes
+    # where that differs from matmul); dq/da = b and dq/db = a along that axis.  The
+    # inner _sum_to gives dJ/dq q's shape first (broadcasting later in the program may
+    # have added axes: without it, x @ y + sin(x) would form an n-by-n array); the outer
+    # one sums what broadcasting added to the operand (a batch of rows, for dJ/db)
+    TensorOp("dot", "_dot({0}, {1})",
+             ("_sum_to(_sum_to({g}, np.shape({out}))[..., None] * {1}, np.shape({0}))",
+              "_sum_to(_sum_to({g}, np.shape({out}))[..., None] * {0}, np.shape({1}))")),
 ]}
+
+# Tensor operations of programs (sum, @): the program template defines their helpers.
+PROGRAM_TENSOR_OPS = frozenset({"sum", "dot"})

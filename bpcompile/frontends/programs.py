@@ -3,7 +3,9 @@
 Checks the program as a whole (duplicate, undefined and unused names, the
 output and `wrt`), then lowers every SymPy expression into one graph node per
 operation.  Identical operations on identical operands become one node, so
-`x*z` written three times is computed once.
+`x*z` written three times is computed once.  `sum(v)` and `a @ b`, the two
+operations that are not elementwise, become `sum` and `dot` nodes of the tensor
+table (core/tensor_ops.py).
 """
 
 import sympy as sp
@@ -12,7 +14,10 @@ from ..errors import SpecError
 from ..core.ir import Graph, Node
 from ..core.naming import SymbolTable, PROGRAM_LOCALS
 from ..core.parser import Assignment, check_identifier
-from ..core.primitives import PRIMITIVES, SYMPY_HEADS
+from ..core.primitives import PRIMITIVES, SYMPY_HEADS, VECTOR_FUNCTIONS, dot, vector_sum
+
+# SymPy head of a program's vector operation -> its tensor op (core/tensor_ops.py)
+VECTOR_HEADS = {vector_sum: "sum", dot: "dot"}
 
 
 def check_program(assignments, inputs=None, output=None, wrt=None):
@@ -104,6 +109,9 @@ def _check_names_are_free(assignments, inputs):
     names = program_names()
     for name in inputs or ():
         _in_field(check_identifier, "inputs", name, "input")
+        if name in VECTOR_FUNCTIONS:
+            raise SpecError(f"input {name!r} is a function ({name}(v): the sum of all elements "
+                            "of v); choose another name", field="inputs")
         if names.taken(name):
             raise SpecError(f"input {name!r} is reserved for the generated code", field="inputs")
     for a in assignments:
@@ -216,6 +224,8 @@ class _Lowering:
             if exponent == -1:
                 return "div", (1, self._operand(base))
             return "pow", (self._operand(base), self._operand(exponent))
+        if type(expr) in VECTOR_HEADS:
+            return VECTOR_HEADS[type(expr)], tuple(self._operand(arg) for arg in expr.args)
         head = SYMPY_HEADS.get(type(expr))
         if head in ("max", "min") and len(expr.args) > 2:
             # SymPy flattens max(max(a, b), c) into Max(a, b, c): binary nodes again

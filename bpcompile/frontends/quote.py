@@ -17,7 +17,7 @@ from ..core.parser import IDENTIFIER, parse_expression, parse_program
 from ..core.primitives import matmul, matvec
 
 # keys whose string value is an expression, and how to parse it
-PROGRAMS = {"program": {}, "equations": {"matmul": matmul}}
+PROGRAMS = {"program": {"vectors": True}, "equations": {"matmul": matmul}}
 EXPRESSIONS = {"expr", "activation"}
 MAX_LINES = 60
 
@@ -112,7 +112,7 @@ def _expressions(key, text):
     try:
         if key in PROGRAMS:
             return [f"{a.target} = {printed(a.expr)}" for a in parse_program(text, **PROGRAMS[key])]
-        expr, _, _ = parse_expression(text)
+        expr, _, _ = parse_expression(text, vectors=(key == "expr"))
         return [f'"{printed(expr)}"']
     except SpecError:
         return []

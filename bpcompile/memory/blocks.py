@@ -17,6 +17,9 @@ temporary stays in cache.  This module plans that kernel from the schedule:
 
 `block_kernel` returns None, and the module keeps only the plain path, when
 the program has a non-elementwise operation or a formula without a ufunc form.
+A program's `sum(v)` and `a @ b` are such operations (tensor ops, not records
+of the elementwise table): they read whole arrays, so a block of points
+cannot compute them.
 """
 
 from dataclasses import dataclass
@@ -52,6 +55,7 @@ def _formulas(sched):
     """[(target, SymPy expression, comment)] of value_and_grad with the seed 1."""
     result = []
     for s in sched.forward:
+        # only elementwise operations: sum and @ (tensor ops) refuse the blocked path
         if s.node is None or s.node.op not in PRIMITIVES or len(s.targets) != 1:
             raise _Refuse()
         term = symbol(s.alias) if s.alias else s.term
