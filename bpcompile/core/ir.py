@@ -11,6 +11,11 @@ from typing import Optional, Union
 Operand = Union[str, int, float]   # a node name, or a numeric constant
 
 
+def shape_text(shape):
+    """A shape as messages print it: (B, 6, 28, 28)."""
+    return "(" + ", ".join(map(str, shape)) + ")"
+
+
 @dataclass
 class Node:
     name: str

@@ -7,6 +7,8 @@ form; adding a loss is one record here plus that op (and its kernel helper).
 from dataclasses import dataclass
 from typing import Optional
 
+from .op_records import RowRule, TensorOp
+
 
 @dataclass(frozen=True)
 class Loss:
@@ -38,3 +40,45 @@ LOSSES = {loss.name: loss for loss in [
     Loss("mse", "mse", "", "Outputs",
          "squared error / 2, summed over outputs and averaged over the batch", takes_logits=False),
 ]}
+
+
+# The fused tensor ops of the losses: records of the one table TENSOR_OPS (tensor_ops.py)
+LOSS_OPS = [
+    # J = mean_b -log softmax(a)[b, y_b], computed with log-sum-exp
+    TensorOp("softmax_cross_entropy", "_softmax_cross_entropy({0}, {1})",
+             ("_softmax_cross_entropy_grad({p}, {1}, {g} / len({1}))", None),
+             aux=("p",), helpers=("_softmax_cross_entropy", "_softmax_cross_entropy_grad"),
+             forward_reuse="_softmax_cross_entropy({0}, {1}, overwrite=True)",
+             consuming_vjps=("_softmax_cross_entropy_grad({p}, {1}, {g} / len({1}), overwrite={consume})", None),
+             row=RowRule(("{out}, {p} = _softmax_cross_entropy_one({0}, {1})",),
+                         (("{np.multiply}({p}, {g}, {adj})", "{adj}[{1}] -= {g}"), None),
+                         helpers=("_softmax_cross_entropy_one",))),
+    # J = mean_b sum_k softplus(a) - y*a  (= -y log s - (1-y) log(1-s), from the logit)
+    TensorOp("sigmoid_binary_cross_entropy", "_sigmoid_binary_cross_entropy({0}, {1})",
+             ("({s} - {1}) * ({g} / len({1}))", None),
+             aux=("s",), helpers=("_sigmoid_binary_cross_entropy",),
+             row=RowRule(("{out}, {delta} = _sigmoid_binary_cross_entropy_one({0}, {1})",),
+                         ("{np.multiply}({delta}, {g}, {adj})", None), locals=("delta",),
+                         helpers=("_sigmoid_binary_cross_entropy_one",),
+                         scalar=RowRule(("{out}, {delta} = _sigmoid_binary_cross_entropy_scalar({0}, {1})",),
+                                        ("{adj} = {delta} * {g}", None), locals=("delta",),
+                                        helpers=("_sigmoid_binary_cross_entropy_scalar",)))),
+    # J = mean_b sum_k (a - y)**2 / 2
+    TensorOp("mse", "_mean_squared_error({0}, {1})",
+             ("({0} - {1}) * ({g} / len({1}))", None),
+             helpers=("_mean_squared_error",),
+             row=RowRule(("{out} = _mean_squared_error_one({0}, {1})",),
+                         (("{np.subtract}({0}, {1}, {adj})", "{np.multiply}({adj}, {g}, {adj})"), None),
+                         helpers=("_mean_squared_error_one",),
+                         scalar=RowRule(("{out} = 0.5 * ({0} - {1}) ** 2",), ("{adj} = ({0} - {1}) * {g}", None)))),
+    # J = sum over unmasked positions of -log softmax(a)[y] / their number n; e = exp(a - max a)
+    # and its row sums `total` (softmax(a) = e / total); the logits' buffer becomes e when
+    # nothing else reads them, and sgd_step scales e into the gradient in place
+    TensorOp("softmax_cross_entropy_seq", "_masked_softmax_cross_entropy({0}, {1}, {2})",
+             ("_masked_softmax_cross_entropy_grad({e}, {total}, {1}, {2} * ({g} / {n}))", None, None),
+             aux=("e", "total", "n"),
+             helpers=("_masked_softmax_cross_entropy", "_masked_softmax_cross_entropy_grad"),
+             forward_reuse="_masked_softmax_cross_entropy({0}, {1}, {2}, overwrite=True)",
+             consuming_vjps=("_masked_softmax_cross_entropy_grad({e}, {total}, {1}, {2} * ({g} / {n}), "
+                             "overwrite={consume})", None, None)),
+]

@@ -9,16 +9,12 @@ mismatch is a compile-time error that names the layer and its YAML line.
 """
 
 import math
-import textwrap
 from dataclasses import dataclass, field
-
-import sympy as sp
 
 from ..errors import SpecError
 from .programs import _Lowering
-from . import sequence_layers
-from ..core.ir import Graph, Node
-from ..core.losses import LOSSES
+from . import image_layers, loss_layers, sequence_layers
+from ..core.ir import Graph, Node, shape_text
 from ..limits import MAX_LAYER_DEPTH, MAX_LAYERS, MAX_PARAMETERS, shorten
 from ..core.naming import LAYER_LOCALS, SymbolTable
 from ..core.parser import check_identifier, parse_expression, symbol, Assignment
@@ -219,10 +215,10 @@ class LayerCompiler:
                 known = ", ".join(sorted(LAYER_KINDS))
                 raise self.spec.error(f"layer {layer.index} ({layer.kind}): unknown layer kind; "
                                       f"known kinds: {known}", "layers", layer.index - 1)
-        for layer in _pool_before_relu(layers, self.notes):
+        for layer in image_layers.pool_before_relu(layers, self.notes):
             self.layers.append(layer)
             current = LAYER_KINDS[layer.kind](self, layer, current)
-        self._loss(current)
+        loss_layers.add_loss(self, current)
         return self.graph
 
     def param(self, layer, suffix, shape, fan_in=0, fan_out=0, is_weight=True, key_prefix=None,
@@ -245,74 +241,6 @@ class LayerCompiler:
         return self.graph.add(Node(name, op, tuple(operands), shape=shape, dtype=self.dtype,
                                    attrs=attrs, line=layer.index))
 
-    def _loss(self, logits):
-        loss = self.spec.get("loss")
-        if loss is None:
-            raise self.spec.error(f"missing `loss:`; one of {', '.join(LOSSES)}")
-        if not isinstance(loss, str) or loss not in LOSSES:
-            raise self.spec.error(f"unknown loss {shorten(loss)}; known losses: {', '.join(LOSSES)}",
-                                  "loss")
-        loss = LOSSES[loss]
-        last = self.layers[-1]
-        if self.sequence:
-            return self._sequence_loss(loss, logits, last)
-        if len(logits.shape) != 2:
-            raise self.spec.error(f"loss {loss.name}: the last layer ({last.name}) gives shape "
-                                  f"{_shape_text(logits.shape)}; a loss needs (B, K)", "loss")
-        k = logits.shape[1]
-        if loss.takes_logits and last.kind != "linear":
-            raise self.spec.error(
-                f"loss {loss.name} takes logits, but the last layer is {last.name} ({last.kind}); "
-                f"end with a linear layer (the loss applies its own {loss.link})", "loss")
-        if k < loss.min_outputs:
-            raise self.spec.error(f"loss {loss.name} needs at least {loss.min_outputs} classes, but the "
-                                  f"last layer has {k} output; use sigmoid_binary_cross_entropy", "loss")
-        self.loss, self.classes = loss, k
-        self.logits = logits.name
-        g = self.graph
-        if loss.class_ids:
-            g.add(Node("y", "input", shape=("B",), dtype="int64", user=True))
-        else:
-            g.add(Node("y", "input", shape=("B", k), dtype=self.dtype, user=True))
-        aux = {key: self.namer.fresh(key) for key in loss.aux}
-        l2 = self.spec.get("l2", default=0)
-        if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not 0 <= l2 < math.inf:
-            raise self.spec.error(f"l2 must be a non-negative number (and finite), got {shorten(l2)}", "l2")
-        weights = [p for p in self.params if p.is_weight]
-        data_name = "J" if not (l2 and weights) else self.namer.fresh("data_loss")
-        g.add(Node(data_name, loss.op, (logits.name, "y"), shape=(), dtype=self.dtype,
-                   attrs={"aux": aux}))
-        if l2 and weights:
-            squares = [self.graph.add(Node(self.namer.fresh(f"{p.var}_sq"), "sum_squares", (p.var,),
-                                           shape=(), dtype=self.dtype)).name for p in weights]
-            total = sp.Add(*[symbol(s) for s in squares], evaluate=False) if len(squares) > 1 \
-                else symbol(squares[0])
-            penalty = sp.Mul(sp.Float(l2 / 2), total, evaluate=False)
-            penalty_name = self.namer.fresh("l2_penalty")
-            self.lower(penalty_name, penalty, shape=())
-            self.lower("J", sp.Add(symbol(data_name), symbol(penalty_name), evaluate=False), shape=())
-        g.output = "J"
-        g.wrt = [p.var for p in self.params]
-
-    def _sequence_loss(self, loss, logits, last):
-        if loss.sequence_op is None:
-            per_position = ", ".join(n for n, x in LOSSES.items() if x.sequence_op)
-            raise self.spec.error(f"sequence specs support the losses {per_position} (per position)",
-                                  "loss")
-        if len(logits.shape) != 3 or last.kind != "linear" or logits.shape[-1] < loss.min_outputs:
-            raise self.spec.error(f"loss {loss.name} takes per-step logits: end with a linear "
-                                  f"layer of at least {loss.min_outputs} outputs", "loss")
-        if self.spec.get("l2"):
-            raise self.spec.error("l2 is not supported for sequence specs yet", "l2")
-        self.loss, self.classes, self.logits = loss, logits.shape[-1], logits.name
-        g = self.graph
-        g.add(Node("y", "input", shape=("B", "T"), dtype="int64", user=True))
-        aux = {key: self.namer.fresh(key) for key in loss.sequence_aux}
-        g.add(Node("J", loss.sequence_op, (logits.name, "y", "mask"), shape=(),
-                   dtype=self.dtype, attrs={"aux": aux}))
-        g.output = "J"
-        g.wrt = [p.var for p in self.params] + [var for _, var, _ in self.states]
-
     def lower(self, target, expr, shape, line=0):
         """Add the elementwise nodes of `target = expr` (a SymPy expression)."""
         before = set(self.graph.nodes)
@@ -328,10 +256,6 @@ class LayerCompiler:
 SHORT_OPTION = {"linear": "out", "activation": "expr"}
 
 
-def _shape_text(shape):
-    return "(" + ", ".join(map(str, shape)) + ")"
-
-
 def _linear(compiler, layer, prev):
     compiler._options(layer, {"out", "bias"})
     if "out" not in layer.options:
@@ -343,7 +267,7 @@ def _linear(compiler, layer, prev):
     per_step = compiler.sequence and len(prev.shape) == 3
     if len(prev.shape) != 2 and not per_step:
         raise compiler.error(layer, f"linear needs a (B, features) input, got shape "
-                             f"{_shape_text(prev.shape)}; add a flatten layer before it")
+                             f"{shape_text(prev.shape)}; add a flatten layer before it")
     n_in = prev.shape[-1]
     # A large W is stored transposed: x @ W.T then multiplies two row-major arrays, which
     # BLAS does fastest (a small one stays row-major for the one-example step's updates).
@@ -355,23 +279,6 @@ def _linear(compiler, layer, prev):
         b = compiler.param(layer, "b", (out,), is_weight=False)
         return compiler.node(layer, op, (prev.name, W.name, b.name), shape)
     return compiler.node(layer, op + "_nobias", (prev.name, W.name), shape)
-
-
-def _pool_before_relu(layers, notes):
-    """The layers in the order they are computed: a relu directly followed by a
-    max-pool is applied after it.  Max-pooling commutes with relu (the same values,
-    and the same gradients: a window's largest input is its largest output, and
-    where it is not positive both give no gradient), and relu then touches a
-    quarter of the values (with a 2x2 window), forward and backward."""
-    order = list(layers)
-    for k in range(len(order) - 1):
-        first, second = order[k], order[k + 1]
-        if first.kind == "relu" and set(first.options) <= {"name"} and second.kind == "maxpool2d":
-            order[k], order[k + 1] = second, first
-            notes.append(textwrap.fill(
-                f"{first.name} is applied after {second.name}: max-pooling commutes with relu "
-                "(same values and gradients), and relu then touches fewer values.", 78))
-    return order
 
 
 def _activation(kind):
@@ -410,85 +317,6 @@ def _user_activation(compiler, layer, prev):
     return node
 
 
-def _pair(compiler, layer, key, default=None, minimum=1):
-    """An int or [h, w] option as an (h, w) tuple of ints >= minimum."""
-    value = layer.options.get(key, default)
-    if value is None:
-        raise compiler.error(layer, f"missing `{key}:`")
-    pair = [value, value] if isinstance(value, int) and not isinstance(value, bool) else value
-    if (not isinstance(pair, list) or len(pair) != 2
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= minimum for v in pair)):
-        kind = "a positive integer" if minimum else "a non-negative integer"
-        raise compiler.error(layer, f"{key} must be {kind} or a list [h, w] of them, got {shorten(value)}", key)
-    return tuple(pair)
-
-
-def _image_input(compiler, layer, prev):
-    if len(prev.shape) != 4:
-        raise compiler.error(layer, f"{layer.kind} needs a (B, channels, height, width) input, got "
-                             f"shape {_shape_text(prev.shape)}")
-    return prev.shape[1:]
-
-
-def _windows(compiler, layer, size, kernel, stride, padding, what):
-    """Output (height, width) of a sliding window: floor((W + 2p - K)/s + 1)."""
-    out = []
-    for axis, n, k, st, p in zip(("height", "width"), size, kernel, stride, padding):
-        if k > n + 2 * p:
-            raise compiler.error(layer, f"the {what} {axis} {k} is larger than the padded input "
-                                 f"{axis} {n + 2 * p} (input {n}, padding {p})")
-        out.append((n + 2 * p - k) // st + 1)
-    return tuple(out)
-
-
-def _conv2d(compiler, layer, prev):
-    compiler._options(layer, {"out_channels", "kernel", "stride", "padding", "bias", "in_channels"})
-    channels, height, width = _image_input(compiler, layer, prev)
-    if "out_channels" not in layer.options:
-        raise compiler.error(layer, "missing `out_channels:`")
-    out_channels = compiler.positive_int(layer, "out_channels")
-    if "in_channels" in layer.options and layer.options["in_channels"] != channels:
-        raise compiler.error(layer, f"in_channels is {shorten(layer.options['in_channels'])}, but the input "
-                             f"has {channels} channels", "in_channels")
-    kernel = _pair(compiler, layer, "kernel")
-    stride = _pair(compiler, layer, "stride", 1)
-    padding = _pair(compiler, layer, "padding", 0, minimum=0)
-    bias = layer.options.get("bias", True)
-    if not isinstance(bias, bool):
-        raise compiler.error(layer, f"bias must be true or false, got {shorten(bias)}", "bias")
-    out_hw = _windows(compiler, layer, (height, width), kernel, stride, padding, "kernel")
-    area = kernel[0] * kernel[1]
-    W = compiler.param(layer, "W", (out_channels, channels) + kernel,
-                       fan_in=channels * area, fan_out=out_channels * area)
-    operands = (prev.name, W.name)
-    if bias:
-        operands += (compiler.param(layer, "b", (out_channels,), is_weight=False).name,)
-    return compiler.node(layer, "conv2d" if bias else "conv2d_nobias", operands,
-                         ("B", out_channels) + out_hw,
-                         aux={"saved": compiler.namer.fresh(f"{layer.name}_saved")},
-                         fmt={"stride": repr(stride), "padding": repr(padding)})
-
-
-def _maxpool2d(compiler, layer, prev):
-    compiler._options(layer, {"kernel", "stride"})
-    channels, height, width = _image_input(compiler, layer, prev)
-    kernel = _pair(compiler, layer, "kernel")
-    stride = _pair(compiler, layer, "stride", list(kernel))
-    out_hw = _windows(compiler, layer, (height, width), kernel, stride, (0, 0), "window")
-    return compiler.node(layer, "maxpool2d", (prev.name,), ("B", channels) + out_hw,
-                         aux={"saved": compiler.namer.fresh(f"{layer.name}_saved")},
-                         fmt={"kernel": repr(kernel), "stride": repr(stride)})
-
-
-def _flatten(compiler, layer, prev):
-    compiler._options(layer, set())
-    features = 1
-    for n in prev.shape[1:]:
-        features *= n
-    return compiler.node(layer, "flatten", (prev.name,), ("B", features),
-                         fmt={"unflat": repr((-1,) + tuple(prev.shape[1:]))})
-
-
 def _sequence_builders():
     return {"embedding": sequence_layers.embedding,
             **{kind: sequence_layers.recurrent for kind in sequence_layers.RECURRENT_KINDS}}
@@ -498,9 +326,7 @@ SHORT_OPTION.update({"embedding": "dim"})
 
 LAYER_KINDS = {
     **_sequence_builders(),
-    "conv2d": _conv2d,
-    "maxpool2d": _maxpool2d,
-    "flatten": _flatten,
+    **image_layers.LAYER_KINDS,
     "linear": _linear,
     "activation": _user_activation,
     **{kind: _activation(kind) for kind in ACTIVATIONS},
