@@ -45,6 +45,13 @@ file), the optimizer's state, the epoch, the spec's hash, the run's settings
 and history, and a sequence model's vocabulary and tags. --resume FILE
 continues such a run exactly, up to --epochs (same spec, data and settings);
 --init FILE starts from the weights of a parameter file or a checkpoint.
+
+Data parallel: `mpirun -n N bpcompile train ...` trains on N processes (pip
+install 'bpcompile[mpi]'). --batch-size is then the global batch: every rank
+reads the same spec and data, computes the gradient of its part of each batch
+(a tagger's parts balanced by tokens, a language model's by stream rows), one
+Allreduce sums them, and every rank makes the same update; rank 0 alone prints
+and writes. The weights equal one process's with the same batch, to rounding.
 """
 
 EVAL_DESCRIPTION = """\

@@ -152,7 +152,7 @@ def write_outputs(args, history):
 # ---------------------------------------------------------------------------
 # the command
 
-def run_training(args):
+def run_training(args, ranks=None):
     check_outputs(args)
     compiled = compile_file(args.spec)
     if compiled.model is None:
@@ -160,11 +160,11 @@ def run_training(args):
     settings = training_settings(compiled.spec, args)
     module = load_module(compiled.source, compiled.name)
     if compiled.model.sequence:
-        return run_sequence_training(compiled, module, settings, args)
+        return run_sequence_training(compiled, module, settings, args, ranks)
     if settings["task"] is not None:
         raise compiled.spec.error("train.task is for sequence specs (a tagger or a language "
                                   "model); this spec's examples have no time axis", "train", "task")
-    return run_example_training(compiled, module, settings, args)
+    return run_example_training(compiled, module, settings, args, ranks)
 
 
 def _progress(args):
@@ -196,7 +196,20 @@ def _validation(data, args):
     return (x_train, y_train, data[2], data[3]), (x_val, y_val)
 
 
-def run_example_training(compiled, module, settings, args):
+def _parallel_words(ranks, settings):
+    if ranks is None:
+        return ""
+    return (f"; data-parallel over {ranks.size} MPI ranks (global batch "
+            f"{settings['batch_size']})")
+
+
+def _root_finish(ranks, run, params, history, best, args):
+    """_finish on rank 0 alone (the final checkpoint, --plot, --history)."""
+    from ..training.train import root_only
+    root_only(ranks, lambda: _finish(run, params, history, best, args), params)
+
+
+def run_example_training(compiled, module, settings, args, ranks=None):
     """An MLP or a convolutional network on examples with labels."""
     from ..training import train
     data, validation = _validation(_load_examples(compiled, module, args), args)
@@ -204,22 +217,26 @@ def run_example_training(compiled, module, settings, args):
     run = _prepare_run(compiled, module, settings, args, steps_per_epoch)
     sizes = f"{len(data[0])} train / " + (f"{len(validation[0])} validation / " if validation else "")
     print(f"training {compiled.name} on {args.data}: {sizes}{len(data[2])} test examples, "
-          f"{_run_words(settings, run)}", flush=True)
+          f"{_run_words(settings, run)}{_parallel_words(ranks, settings)}", flush=True)
     start = time.perf_counter()
     optimizer = run.optimizer
+    step = optimizer.step
+    if ranks is not None:
+        from ..training.distributed import example_step
+        step = example_step(module, optimizer.update, ranks)
     try:
         params, history = train.train(module, data, epochs=settings["epochs"], lr=settings["lr"],
                                       batch_size=settings["batch_size"], seed=args.seed,
                                       params=run.start.params, progress=_progress(args),
-                                      step=optimizer.step, start_epoch=run.start.epoch + 1,
+                                      step=step, start_epoch=run.start.epoch + 1,
                                       on_epoch_end=run.checkpointer, validation=validation,
-                                      keep_best=args.keep_best)
+                                      keep_best=args.keep_best, ranks=ranks)
     except ValueError as err:
         raise SpecError(f"training failed: {err}", args.spec, 1, 1) from None
     if history:
         print(f"done in {time.perf_counter() - start:.1f}s: {_final_scores(history[-1])}")
     best = train.best_key(module.LOSS, validation is not None) if args.keep_best else None
-    _finish(run, params, history, best, args)
+    _root_finish(ranks, run, params, history, best, args)
     return 0
 
 
@@ -341,16 +358,16 @@ def check_data_for_task(compiled, settings, task, data):
     raise _task_error(compiled, settings, message)
 
 
-def run_sequence_training(compiled, module, settings, args):
+def run_sequence_training(compiled, module, settings, args, ranks=None):
     """A tagger (CoNLL-U data) or a language model (text), as the spec says."""
     task = sequence_task(compiled, module, settings)
     data = str(args.data)
     check_data_for_task(compiled, settings, task, data)
     try:
         if task == "tagging":
-            params, history = _train_tagger(compiled, module, settings, args)
+            params, history = _train_tagger(compiled, module, settings, args, ranks)
         else:
-            params, history = _train_language_model(compiled, module, settings, args)
+            params, history = _train_language_model(compiled, module, settings, args, ranks)
     except DATA_ERRORS as err:
         reason = str(err) or type(err).__name__
         if isinstance(err, EOFError):
@@ -392,7 +409,7 @@ def _split_indices(n, fraction, seed):
     return keep, held
 
 
-def _train_tagger(compiled, module, settings, args):
+def _train_tagger(compiled, module, settings, args, ranks=None):
     from ..training import seqtrain
     sentences, validation, test = _tagger_splits(str(args.data), args)
     start = load_start(args, compiled, module)
@@ -406,16 +423,20 @@ def _train_tagger(compiled, module, settings, args):
                        tags=list(tags), start=start)
     sizes = f"{len(sentences)} train / " + (f"{len(validation)} validation / " if validation else "")
     print(f"training {compiled.name} (tagger) on {args.data}: {sizes}{len(test)} test sentences, "
-          f"{_run_words(settings, run)}", flush=True)
+          f"{_run_words(settings, run)}{_parallel_words(ranks, settings)}", flush=True)
 
-    def step(params, x, y, mask):
-        return run.optimizer.step(params, x, y, mask=mask)
+    if ranks is None:
+        def step(params, x, y, mask):
+            return run.optimizer.step(params, x, y, mask=mask)
+    else:
+        from ..training.distributed import tagger_step
+        step = tagger_step(module, run.optimizer.update, ranks)
     params, _, history = seqtrain.train_tagger(
         module, sentences, test, validation=validation, vocab=vocab, tags=tags,
         params=run.start.params, step=step, start_epoch=run.start.epoch + 1,
-        on_epoch_end=run.checkpointer, **_common(settings, args))
-    _finish(run, params, history, ("val_acc" if validation else "test_acc")
-            if args.keep_best else None, args)
+        on_epoch_end=run.checkpointer, ranks=ranks, **_common(settings, args))
+    _root_finish(ranks, run, params, history, ("val_acc" if validation else "test_acc")
+                 if args.keep_best else None, args)
     return params, history
 
 
@@ -429,7 +450,7 @@ def _known_tags(tags, corpora, args):
     return tuple(tags)
 
 
-def _train_language_model(compiled, module, settings, args):
+def _train_language_model(compiled, module, settings, args, ranks=None):
     from ..training import seqtrain, sequences
     data = str(args.data)
     tokens = sequences.read_text_tokens(data)
@@ -450,20 +471,26 @@ def _train_language_model(compiled, module, settings, args):
                        vocab=vocab, start=start)
     sizes = f"{len(train_ids)} train / " + (f"{len(val_ids)} validation / " if len(val_ids) else "")
     print(f"training {compiled.name} (language model) on {data}: {sizes}{len(test_ids)} test "
-          f"tokens, vocabulary {len(vocab)}, {_run_words(settings, run)}", flush=True)
+          f"tokens, vocabulary {len(vocab)}, {_run_words(settings, run)}"
+          f"{_parallel_words(ranks, settings)}", flush=True)
     params, history = seqtrain.train_language_model(
         module, train_ids, val_ids if len(val_ids) else None, test_ids=test_ids,
-        seq_len=settings["seq_len"], params=run.start.params, step=_lm_step(module, run.optimizer),
-        start_epoch=run.start.epoch + 1, on_epoch_end=run.checkpointer, **_common(settings, args))
-    _finish(run, params, history, ("val_ppl" if len(val_ids) else "test_ppl")
-            if args.keep_best else None, args)
+        seq_len=settings["seq_len"], params=run.start.params,
+        step=_lm_step(module, run.optimizer, ranks), start_epoch=run.start.epoch + 1,
+        on_epoch_end=run.checkpointer, ranks=ranks, **_common(settings, args))
+    _root_finish(ranks, run, params, history, ("val_ppl" if len(val_ids) else "test_ppl")
+                 if args.keep_best else None, args)
     return params, history
 
 
-def _lm_step(module, optimizer):
-    """Truncated BPTT's step through the optimizer (None: seqtrain's default clipped SGD)."""
+def _lm_step(module, optimizer, ranks=None):
+    """Truncated BPTT's step through the optimizer (None: seqtrain's default clipped SGD,
+    which is data-parallel by itself when given `ranks`)."""
     if optimizer is None:
         return None
+    if ranks is not None:
+        from ..training.distributed import language_model_step
+        return language_model_step(module, optimizer.update, ranks)
 
     def step(params, x, y, state):
         loss, cache = module.forward(params, x, y, None, state)
@@ -475,4 +502,36 @@ def _lm_step(module, optimizer):
 def run_command(args):
     """Run the training command that `args.command` names."""
     from .eval_command import run_eval
+    if args.command == "train":
+        return run_training_on_every_rank(args)
     return {"train": run_training, "eval": run_eval}[args.command](args)
+
+
+# ---------------------------------------------------------------------------
+# data parallel: `mpirun -n N bpcompile train ...`
+
+def _ranks():
+    """The MPI Group when mpirun started more than one process, else None."""
+    from ..training import distributed
+    try:
+        return distributed.group()
+    except ImportError as err:
+        if distributed.world_rank() != 0:
+            raise SystemExit(1) from None           # rank 0 says why
+        raise SpecError(str(err), "bpcompile", 1, 1) from None
+
+
+def run_training_on_every_rank(args):
+    """`train`, as before in one process; under mpirun every rank runs it on its
+    shard of each global batch, rank 0 alone prints and writes (the others' standard
+    output goes to /dev/null), and a failure ends every rank (distributed.run)."""
+    import contextlib
+    from ..training import distributed
+    ranks = _ranks()
+    if ranks is None:
+        return run_training(args)
+    with contextlib.ExitStack() as stack:
+        if not ranks.is_root:
+            stack.enter_context(contextlib.redirect_stdout(
+                stack.enter_context(open(os.devnull, "w"))))
+        return distributed.run(lambda: run_training(args, ranks))

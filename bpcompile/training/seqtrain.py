@@ -24,7 +24,7 @@ import numpy as np
 
 from .progress import progress_bar
 from .sequences import Vocabulary, bptt_chunks, bucket_batches, pad, pad_labels
-from .train import BestWeights, epoch_line
+from .train import BestWeights, epoch_line, root_only
 
 # The 17 universal part-of-speech tags of Universal Dependencies.
 UPOS = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON",
@@ -78,6 +78,10 @@ def tagset(*corpora):
     return tuple(UPOS) + tuple(sorted(seen - set(UPOS)))
 
 
+def _shown_best(best):
+    return f"{100 * best.value:.2f}%" if best.key.endswith("_acc") else f"{best.value:.2f}"
+
+
 def _tagger_sets(train_sentences, validation, test_sentences):
     sets = [("train", train_sentences)]
     if validation:
@@ -94,7 +98,25 @@ def _best(keep_best, sets, metric):
     return BestWeights(f"{split}_{metric}")
 
 
-def _finish(best, params, out):
+def _distributed_sgd(module, lr, ranks, kind):
+    """Plain SGD under MPI: the module's sgd_update of the summed gradient."""
+    from . import distributed
+    state = {}
+
+    def update(params, grads):
+        module.sgd_update(params, grads, state, lr)
+    return getattr(distributed, f"{kind}_step")(module, update, ranks)
+
+
+def _finish(best, params, out, ranks=None):
+    if ranks is not None and best is not None:
+        if best.epoch is not None:
+            best.restore(params)
+            out.write(f"kept the weights of epoch {best.epoch} (best "
+                      f"{best.key.replace('_', ' ')} {_shown_best(best)})\n")
+            out.flush()
+        ranks.bcast_params(params)
+        return
     if best is not None and best.epoch is not None:
         best.restore(params)
         shown = f"{100 * best.value:.2f}%" if best.key.endswith("_acc") else f"{best.value:.2f}"
@@ -106,7 +128,7 @@ def _finish(best, params, out):
 def train_tagger(module, train_sentences, test_sentences=None, epochs=10, lr=0.1, batch_size=8,
                  seed=0, vocab=None, tags=None, params=None, out=None, stop_at=None, *,
                  step=None, start_epoch=1, on_epoch_end=None, validation=None, keep_best=False,
-                 progress=True, progress_stream=None):
+                 progress=True, progress_stream=None, ranks=None):
     """SGD on (word, tag) sentences with bucketed, masked mini-batches.
 
     Tag ids follow `tags` (default: `tagset` of the data). `validation` is an
@@ -117,6 +139,12 @@ def train_tagger(module, train_sentences, test_sentences=None, epochs=10, lr=0.1
     the best epoch's weights (validation, else test, accuracy) are restored at
     the end. Returns (params, vocab, history); stops early when training
     accuracy reaches `stop_at`.
+
+    Under MPI give ``ranks=distributed.group()`` on every rank: each batch's
+    sentences are split across the ranks with their unmasked tokens balanced
+    (``distributed.tagger_step``; the default step is then plain SGD through
+    ``module.sgd_update``), and rank 0 alone scores, prints and calls
+    ``on_epoch_end``.
     """
     out = out or sys.stdout
     if tags is None:
@@ -129,6 +157,8 @@ def train_tagger(module, train_sentences, test_sentences=None, epochs=10, lr=0.1
     tag_ids = {t: i for i, t in enumerate(tags)}
     if len(tags) > module.OUTPUTS:
         raise ValueError(f"{len(tags)} tags, but the spec's last layer has {module.OUTPUTS} outputs")
+    if step is None and ranks is not None:
+        step = _distributed_sgd(module, lr, ranks, "tagger")
     if step is None:
         def step(params, x, y, mask):
             return module.sgd_step(params, x, y, lr, mask)
@@ -137,31 +167,37 @@ def train_tagger(module, train_sentences, test_sentences=None, epochs=10, lr=0.1
     best = _best(keep_best, sets, "acc")
     scored = sum(len(s) for _, s in sets)
     lengths = [len(s) for s in train_sentences]
+    shown = progress and (ranks is None or ranks.is_root)
+    if ranks is not None:
+        ranks.bcast_params(params)
     history = []
     for epoch in range(int(start_epoch), epochs + 1):
         start = time.perf_counter()
-        with progress_bar(len(train_sentences), f"epoch {epoch}/{epochs}", progress,
+        with progress_bar(len(train_sentences), f"epoch {epoch}/{epochs}", shown,
                           progress_stream, unit="sent") as bar:
             for index in bucket_batches(lengths, batch_size, seed=seed + epoch):
                 x, y, mask = _batch(module, train_sentences, index, vocab, tag_ids)
                 bar.add_loss(float(step(params, x, y, mask)), len(index))
-        record = {"epoch": epoch}
-        with progress_bar(scored, f"scoring {epoch}/{epochs}", progress, progress_stream,
-                          unit="sent") as bar:
-            for split, sentences in sets:
-                record[f"{split}_loss"], record[f"{split}_acc"] = tagger_accuracy(
-                    module, params, sentences, vocab, tag_ids, bar=bar)
-        record["seconds"] = time.perf_counter() - start
+
+        def end_epoch():
+            record = {"epoch": epoch}
+            with progress_bar(scored, f"scoring {epoch}/{epochs}", shown, progress_stream,
+                              unit="sent") as bar:
+                for split, sentences in sets:
+                    record[f"{split}_loss"], record[f"{split}_acc"] = tagger_accuracy(
+                        module, params, sentences, vocab, tag_ids, bar=bar)
+            record["seconds"] = time.perf_counter() - start
+            out.write(epoch_line(record, epochs, ("acc",)) + "\n")
+            out.flush()
+            if best is not None:
+                best.consider(record, params)
+            stop = on_epoch_end is not None and on_epoch_end(epoch, params, record)
+            return record, bool(stop or (stop_at is not None and record["train_acc"] >= stop_at))
+        record, stop = root_only(ranks, end_epoch, params)
         history.append(record)
-        out.write(epoch_line(record, epochs, ("acc",)) + "\n")
-        out.flush()
-        if best is not None:
-            best.consider(record, params)
-        if on_epoch_end is not None and on_epoch_end(epoch, params, record):
+        if stop:
             break
-        if stop_at is not None and record["train_acc"] >= stop_at:
-            break
-    _finish(best, params, out)
+    _finish(best, params, out, ranks)
     return params, vocab, history
 
 
@@ -217,13 +253,17 @@ def clipped_sgd(module, lr, clip=5.0):
     (a standard safeguard for RNNs). ``step(params, x, y, state) -> (loss, state)``."""
     def step(params, x, y, state):
         loss, cache = module.forward(params, x, y, None, state)
-        grads = module.backward(params, cache)
-        norm = math.sqrt(sum(float(np.vdot(grads[k], grads[k])) for k in params))
-        scale = lr * min(1.0, clip / max(norm, 1e-12))
-        for key, value in params.items():
-            value -= scale * grads[key]
+        clipped_sgd_update(params, module.backward(params, cache), lr, clip)
         return loss, cache["state"]
     return step
+
+
+def clipped_sgd_update(params, grads, lr, clip=5.0):
+    """params -= lr * grads, with the gradient's global norm clipped to `clip`, in place."""
+    norm = math.sqrt(sum(float(np.vdot(grads[k], grads[k])) for k in params))
+    scale = lr * min(1.0, clip / max(norm, 1e-12))
+    for key, value in params.items():
+        value -= scale * grads[key]
 
 
 def _tokens(stream, batch_size):
@@ -235,7 +275,7 @@ def _tokens(stream, batch_size):
 def train_language_model(module, train_ids, valid_ids=None, epochs=1, lr=1.0, batch_size=16,
                          seq_len=35, seed=0, params=None, out=None, clip=5.0, *, test_ids=None,
                          step=None, start_epoch=1, on_epoch_end=None, keep_best=False,
-                         progress=True, progress_stream=None):
+                         progress=True, progress_stream=None, ranks=None):
     """Truncated BPTT: chunks of `seq_len` steps; the state is carried, the gradient is not.
 
     ``step(params, x, y, state) -> (loss, state)`` is the per-chunk update
@@ -245,19 +285,31 @@ def train_language_model(module, train_ids, valid_ids=None, epochs=1, lr=1.0, ba
     and ``test_loss``/``test_ppl`` on `test_ids` when given, and ``seconds``.
     With `keep_best` the weights of the epoch with the lowest validation (else
     test) perplexity are restored at the end. Returns (params, history).
+
+    Under MPI give ``ranks=distributed.group()`` on every rank: the stream's
+    `batch_size` rows are split across the ranks, each carrying its own rows'
+    state (``distributed.language_model_step``; the default step clips the
+    summed gradient), and rank 0 alone scores, prints and calls ``on_epoch_end``.
     """
     out = out or sys.stdout
+    if step is None and ranks is not None:
+        from .distributed import language_model_step
+        step = language_model_step(
+            module, lambda params, grads: clipped_sgd_update(params, grads, lr, clip), ranks)
     step = clipped_sgd(module, lr, clip) if step is None else step
     params = params if params is not None else module.init_params(seed)
     held_out = [(name, ids) for name, ids in (("val", valid_ids), ("test", test_ids))
                 if ids is not None]
     best = _best(keep_best, held_out, "ppl") if held_out else None
     scored = sum(_tokens(ids, batch_size) for _, ids in held_out)
+    shown = progress and (ranks is None or ranks.is_root)
+    if ranks is not None:
+        ranks.bcast_params(params)
     history = []
     for epoch in range(int(start_epoch), epochs + 1):
         start = time.perf_counter()
         state, total, count = None, 0.0, 0
-        with progress_bar(_tokens(train_ids, batch_size), f"epoch {epoch}/{epochs}", progress,
+        with progress_bar(_tokens(train_ids, batch_size), f"epoch {epoch}/{epochs}", shown,
                           progress_stream, unit="tok") as bar:
             for x, y in bptt_chunks(train_ids, batch_size, seq_len):
                 loss, state = step(params, x, y, state)
@@ -266,21 +318,25 @@ def train_language_model(module, train_ids, valid_ids=None, epochs=1, lr=1.0, ba
                 count += y.size
                 bar.add_loss(float(loss), y.size)
         train_loss = total / max(count, 1)
-        record = {"epoch": epoch, "train_loss": train_loss, "train_ppl": _exp(train_loss)}
-        with progress_bar(scored, f"scoring {epoch}/{epochs}", progress, progress_stream,
-                          unit="tok") as bar:
-            for name, ids in held_out:
-                loss = stream_loss(module, params, ids, batch_size, seq_len, bar)
-                record[f"{name}_loss"], record[f"{name}_ppl"] = loss, _exp(loss)
-        record["seconds"] = time.perf_counter() - start
+
+        def end_epoch():
+            record = {"epoch": epoch, "train_loss": train_loss, "train_ppl": _exp(train_loss)}
+            with progress_bar(scored, f"scoring {epoch}/{epochs}", shown, progress_stream,
+                              unit="tok") as bar:
+                for name, ids in held_out:
+                    loss = stream_loss(module, params, ids, batch_size, seq_len, bar)
+                    record[f"{name}_loss"], record[f"{name}_ppl"] = loss, _exp(loss)
+            record["seconds"] = time.perf_counter() - start
+            out.write(epoch_line(record, epochs, ("ppl",)) + "\n")
+            out.flush()
+            if best is not None:
+                best.consider(record, params)
+            return record, bool(on_epoch_end is not None and on_epoch_end(epoch, params, record))
+        record, stop = root_only(ranks, end_epoch, params)
         history.append(record)
-        out.write(epoch_line(record, epochs, ("ppl",)) + "\n")
-        out.flush()
-        if best is not None:
-            best.consider(record, params)
-        if on_epoch_end is not None and on_epoch_end(epoch, params, record):
+        if stop:
             break
-    _finish(best, params, out)
+    _finish(best, params, out, ranks)
     return params, history
 
 

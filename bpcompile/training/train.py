@@ -185,6 +185,15 @@ def sgd(module, lr: float) -> Step:
     return step
 
 
+def _distributed_sgd(module, lr, ranks):
+    """Plain SGD on the global batch under MPI: the module's sgd_update of the summed
+    gradient (the fused sgd_step cannot take a gradient from elsewhere)."""
+    from .distributed import example_step
+    lr, state = _check_rate(lr), {}
+    return example_step(module, lambda params, grads: module.sgd_update(params, grads, state, lr),
+                        ranks)
+
+
 class BestWeights:
     """Keeps a copy of the parameters of the best epoch so far, by `key` of the
     epoch's record (e.g. "val_acc", higher is better; "test_loss", lower)."""
@@ -279,6 +288,7 @@ def train(
     validation=None,
     keep_best: bool = False,
     progress_stream=None,
+    ranks=None,
 ) -> Tuple[Dict[str, np.ndarray], List[dict]]:
     """Minibatch training on ``data = (x_train, y_train, x_test, y_test)``.
 
@@ -303,6 +313,14 @@ def train(
     else test, accuracy; loss for mse) are copied back into ``params`` at the
     end. ``progress`` shows tqdm bars on ``progress_stream`` (default stderr).
 
+    Data-parallel under MPI: give ``ranks=distributed.group()`` on every rank
+    (each with the whole data set). Every batch of ``batch_size`` examples is
+    then the global batch: each rank computes the gradient of its part and
+    ``step`` (default: plain SGD through ``module.sgd_update``) updates every
+    rank the same way; write your own with :mod:`.distributed`'s
+    ``example_step``. Rank 0 alone scores, prints, keeps the best and calls
+    ``on_epoch_end``; every rank gets the same history.
+
     Returns ``(params, history)``.
     """
     x_train, y_train, x_test, y_test = _check_data(data)
@@ -313,8 +331,10 @@ def train(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if start_epoch < 1:
         raise ValueError(f"start_epoch must be >= 1, got {start_epoch}")
-    step = sgd(module, lr) if step is None else step
+    if step is None:
+        step = sgd(module, lr) if ranks is None else _distributed_sgd(module, lr, ranks)
     out = sys.stdout if out is None else out
+    shown = progress and (ranks is None or ranks.is_root)
     if params is None:
         params = module.init_params(seed)
     else:
@@ -328,30 +348,51 @@ def train(
     x_train, y_train = sets[0][1], sets[0][2]
     scored = sum(len(x) for _, x, _ in sets)
     history: List[dict] = []
+    if ranks is not None:                       # every rank starts from rank 0's weights
+        ranks.bcast_params(params)
     for epoch in range(start_epoch, epochs + 1):
         t0 = time.perf_counter()
         order = np.random.default_rng(seed + epoch).permutation(len(x_train))
-        with progress_bar(len(order), f"epoch {epoch}/{epochs}", progress, progress_stream) as bar:
+        with progress_bar(len(order), f"epoch {epoch}/{epochs}", shown, progress_stream) as bar:
             _run_epoch(step, params, x_train, y_train, order, batch_size, bar, epoch)
-        with progress_bar(scored, f"scoring {epoch}/{epochs}", progress, progress_stream) as bar:
-            record = {"epoch": epoch, **_score_sets(module, params, sets, bar)}
-        if not np.isfinite(record["train_loss"]):
-            raise ValueError(f"the training loss became {record['train_loss']} in epoch {epoch}: "
-                             "training diverged (try a smaller lr)")
-        record["seconds"] = time.perf_counter() - t0
+
+        def end_epoch():
+            """Score, print, keep the best, call on_epoch_end: (record, stop)."""
+            with progress_bar(scored, f"scoring {epoch}/{epochs}", shown, progress_stream) as bar:
+                record = {"epoch": epoch, **_score_sets(module, params, sets, bar)}
+            if not np.isfinite(record["train_loss"]):
+                raise ValueError(f"the training loss became {record['train_loss']} in epoch "
+                                 f"{epoch}: training diverged (try a smaller lr)")
+            record["seconds"] = time.perf_counter() - t0
+            out.write(epoch_line(record, epochs, metrics) + "\n")
+            out.flush()
+            if best is not None:
+                best.consider(record, params)
+            return record, bool(on_epoch_end is not None and on_epoch_end(epoch, params, record))
+        record, stop = root_only(ranks, end_epoch, params)
         history.append(record)
-        out.write(epoch_line(record, epochs, metrics) + "\n")
-        out.flush()
-        if best is not None:
-            best.consider(record, params)
-        if on_epoch_end is not None and on_epoch_end(epoch, params, record):
+        if stop:
             break
     if best is not None and best.epoch is not None:
         best.restore(params)
         out.write(f"kept the weights of epoch {best.epoch} (best {best.key.replace('_', ' ')} "
                   f"{_best_value(best)})\n")
         out.flush()
+    if ranks is not None and keep_best:
+        ranks.bcast_params(params)
     return params, history
+
+
+def root_only(ranks, work, params):
+    """`work()` here without MPI; with MPI (`ranks`, a distributed.Group) on rank 0
+    alone, its result sent to every rank, after checking that every rank holds the
+    same parameters (which the identical updates guarantee)."""
+    if ranks is None:
+        return work()
+    if not ranks.same_params(params):
+        raise RuntimeError("the ranks' parameters differ: the data-parallel updates "
+                           "diverged (a bug; please report it)")
+    return ranks.on_root(work)
 
 
 def _best_value(best: BestWeights) -> str:
