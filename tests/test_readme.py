@@ -39,8 +39,8 @@ def _command_blocks():
     blocks = []
     for _, lines in _fenced_blocks(_without_quickstart(README)):
         commands = [line.split("  #")[0].strip() for line in lines]
-        commands = [c for c in commands
-                    if c.startswith("bpcompile ") and not re.search(r"\[|\bSPEC\b|\.\.\.", c)]
+        commands = [c for c in commands if c.startswith(("bpcompile ", "mpirun "))
+                    and not re.search(r"\[|\bSPEC\b|\.\.\.", c)]
         if commands:
             blocks.append(commands)
     return blocks
@@ -57,6 +57,8 @@ def test_readme_commands_run(commands, tmp_path):
                MPLBACKEND="Agg", OPENBLAS_NUM_THREADS="1")
     if shutil.which("bpcompile", path=env["PATH"]) is None:
         pytest.skip("the bpcompile script is not installed")
+    if any(c.startswith("mpirun ") for c in commands) and shutil.which("mpirun", path=env["PATH"]) is None:
+        pytest.skip("mpirun is not installed (pip install '.[mpi]')")
     for command in commands:
         run = subprocess.run(["bash", "-c", f"set -o pipefail; {command}"], cwd=tmp_path, env=env,
                              capture_output=True, text=True, timeout=300)
