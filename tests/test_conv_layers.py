@@ -34,6 +34,8 @@ def conv_spec(conv, input_shape, pool=None, classes=3):
     ("{out_channels: 4, kernel: [2, 3], padding: [2, 1]}", [3, 5, 6]),       # non-square kernel
     ("{out_channels: 2, kernel: [3, 2], stride: [2, 1], padding: 2}", [1, 6, 5]),
     ("{out_channels: 3, kernel: 1, bias: false}", [2, 4, 4]),
+    ("{out_channels: 4, kernel: 3, dilation: 2, stride: 2, padding: 1}", [2, 8, 7]),   # dilation with stride
+    ("{out_channels: 4, kernel: [2, 3], groups: 2, dilation: [1, 2], bias: false}", [4, 5, 7]),
 ])
 def test_conv2d_layer_gradients_match_finite_differences(conv, input_shape):
     module = module_from(conv_spec(conv, input_shape))
@@ -96,6 +98,8 @@ def test_alexnet_compiles_with_the_papers_shapes():
     ("  - conv2d: {out_channels: 2, kernel: 3}\n  - linear: 3\n", "add a flatten layer before it"),
     ("  - conv2d: {out_channels: 2, kernel: 3, in_channels: 3}\n", "in_channels is 3, but the input has 1 channels"),
     ("  - maxpool2d: {kernel: 6}\n", "the window height 6 is larger than the padded input height 5"),
+    ("  - maxpool2d: {kernel: 2, dilation: 5}\n", "the dilated window height 6 (window 2, dilation 5) is larger"),
+    ("  - conv2d: {out_channels: 3, kernel: 3, groups: 2}\n", "groups 2 does not divide in_channels 1"),
     ("  - conv2d: {out_channels: 2, kernel: 0}\n", "kernel must be a positive integer"),
     ("  - conv2d: {out_channels: 2, kernel: 3, padding: -1}\n", "padding must be a non-negative integer"),
     ("  - flatten\n  - conv2d: {out_channels: 2, kernel: 3}\n", "conv2d needs a (B, channels, height, width) input"),

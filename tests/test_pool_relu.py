@@ -69,3 +69,51 @@ def test_a_named_or_optioned_relu_is_still_swapped_only_before_a_max_pool():
     assert "act is applied after maxpool2d1" in bpcompile.compile(spec).__doc__
     spec = _spec(["maxpool2d", "relu"])
     assert "is applied after" not in bpcompile.compile(spec).__doc__
+
+
+# maxpool2d's options (padding is -inf, dilation, ceil mode): the swap must still give
+# what the spec says, values and gradients
+POOL_OPTIONS = [
+    {"kernel": 3, "stride": 2, "padding": 1},
+    {"kernel": 3, "stride": 2, "padding": 1, "ceil_mode": True},
+    {"kernel": 2, "stride": 1, "dilation": 2},
+    {"kernel": 2, "stride": 2, "dilation": 2, "padding": 1, "ceil_mode": True},
+    {"kernel": [3, 2], "stride": [2, 3], "padding": [1, 1], "dilation": [1, 2], "ceil_mode": True},
+]
+
+
+def _definition_order_loss(params, x, y, pool):
+    """conv, relu, then max-pool (PyTorch's definition, -inf padding), linear, softmax CE."""
+    from test_image_options import ref_maxpool2d
+    pair = lambda v: (v, v) if isinstance(v, int) else tuple(v)
+    kernel = pair(pool["kernel"])
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    conv = np.empty((len(x), 3, 6, 6))
+    for i in range(6):
+        for j in range(6):
+            conv[:, :, i, j] = np.einsum("bchw,ochw->bo", xp[:, :, i:i + 3, j:j + 3],
+                                         params["conv2d1.W"]) + params["conv2d1.b"]
+    pooled = ref_maxpool2d(np.maximum(conv, 0), kernel, pair(pool.get("stride", kernel)),
+                           pair(pool.get("padding", 0)), pair(pool.get("dilation", 1)),
+                           pool.get("ceil_mode", False))[0]
+    logits = pooled.reshape(len(x), -1) @ params["linear1.W"].T + params["linear1.b"]
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return np.mean(np.log(np.exp(shifted).sum(axis=1)) - shifted[np.arange(len(x)), y])
+
+
+@pytest.mark.parametrize("pool", POOL_OPTIONS)
+def test_relu_then_padded_dilated_ceil_pool_matches_its_definition(pool):
+    module = bpcompile.compile(_spec(["relu", "maxpool2d"], pool))
+    assert "relu1 is applied after maxpool2d1" in module.__doc__
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((3, 2, 6, 6))
+    x[0] = -np.abs(x[0])          # windows with nothing positive (and -inf padding beside them)
+    y = rng.integers(0, 4, 3)
+    params = module.init_params(1)
+    params["conv2d1.b"] = params["conv2d1.b"] - 0.5    # many non-positive conv outputs
+    J, grads = module.value_and_grad(params, x, y)
+    assert J == pytest.approx(_definition_order_loss(params, x, y, pool), rel=1e-12)
+    for key in ("conv2d1.W", "conv2d1.b"):
+        def loss(value):
+            return _definition_order_loss({**params, key: value}, x, y, pool)
+        np.testing.assert_allclose(grads[key], fd_gradient(loss, [params[key]], 0), rtol=1e-6, atol=1e-8)
