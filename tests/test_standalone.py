@@ -150,3 +150,44 @@ def test_a_layer_module_trains_with_its_optimizers_without_the_compiler(tmp_path
         assert int(saved["step"]) == 3 and saved["step"].dtype == np.int64
     expected = [3, 17] if example == "pos_tagger.yaml" else [10]
     assert report["logits_shape"][-1] == expected[-1] and len(report["logits_shape"]) == len(expected)
+
+
+MODES_RUNNER = RUNNER.split("path, args_json")[0] + r"""
+path, piece_path = sys.argv[1], sys.argv[2]
+
+def load(name, file):
+    spec = importlib.util.spec_from_file_location(name, file)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+module, piece = load("generated_model", path), load("generated_piece", piece_path)
+params = module.init_params(0)
+rng = np.random.default_rng(0)
+x, y = rng.normal(size=(8,) + module.INPUT_SHAPE), np.arange(8) % 3
+losses = [float(module.sgd_step(params, x, y, 0.1, rng=np.random.default_rng(k))) for k in range(5)]
+piece_params = piece.init_params(0)
+out, grads, dx = piece.vjp(piece_params, x, np.ones((8,) + piece.OUTPUT_SHAPE), rng=np.random.default_rng(0))
+leaked = sorted(m for m in sys.modules if m.split(".")[0] in BLOCKED)
+print(json.dumps({"losses": losses, "moved": float(np.abs(params["batchnorm1.running_mean"]).sum()),
+                  "predict_shape": list(module.predict(params, x).shape), "out_shape": list(out.shape),
+                  "dx_shape": list(dx.shape), "leaked": leaked}))
+"""
+
+
+def test_modules_with_dropout_batchnorm_and_no_loss_run_without_the_compiler(tmp_path):
+    layers = "layers:\n  - linear: 6\n  - batchnorm\n  - relu\n  - dropout: 0.3\n"
+    (tmp_path / "net.yaml").write_text(
+        f"name: net\ninput: [4]\n{layers}  - linear: 3\nloss: softmax_cross_entropy\n")
+    (tmp_path / "piece.yaml").write_text(f"name: piece\ninput: [4]\n{layers}loss: none\n")
+    for stem in ("net", "piece"):
+        assert main([str(tmp_path / f"{stem}.yaml"), "-o", str(tmp_path / f"{stem}.py")]) == 0
+    result = subprocess.run([sys.executable, "-I", "-c", MODES_RUNNER, str(tmp_path / "net.py"),
+                             str(tmp_path / "piece.py")], capture_output=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 0, result.stderr.decode()
+    report = json.loads(result.stdout)
+    assert report["leaked"] == []
+    assert report["losses"][-1] < report["losses"][0]
+    assert report["moved"] > 0              # sgd_step moved the running mean
+    assert report["predict_shape"] == [8, 3]
+    assert report["out_shape"] == [8, 6] and report["dx_shape"] == [8, 4]

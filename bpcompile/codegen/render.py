@@ -214,8 +214,9 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=()):
     consuming = planner.plan(sched.forward + sched.backward, graph, sched.adjoints,
                            grads | forward_names, consume="consume")[forward_count:]
     consume = consuming != sched.backward
-    backward_body = ["# backward (reverse topological order)",
-                     f"{sched.seed} = 1.0"] + aligned(consuming)
+    seed_line = (f'{sched.seed} = _output_adjoint(seed, cache["output.shape"])' if compiler.vjp
+                 else f"{sched.seed} = 1.0")
+    backward_body = ["# backward (reverse topological order)", seed_line] + aligned(consuming)
     sparse = _sparse_updates(graph, sched)
     update_reads = set().union(*(reads for _, reads in sparse.values()))
     planned = planner.plan(sched.forward + [s for s in sched.backward if s.targets[0] not in sparse],
@@ -234,6 +235,10 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=()):
         helpers.append(f"_{loss.link}")
     optimizers = [n for n in file_blocks(OPTIMIZERS) if not n.startswith("_")]
     helpers += [n for n in file_blocks(OPTIMIZERS) if n.startswith("_")] + ["_as_array", "_float_ids_hint"]
+    if compiler.modes:
+        helpers.append("_mode_arguments")
+    if compiler.vjp:
+        helpers.append("_output_adjoint")
     initial = {var for _, var, _ in compiler.states}
     cache = [n for n in sched.cache if n not in param_of and n not in initial]
     shape_text = ", ".join(map(str, compiler.input_shape))
@@ -294,7 +299,64 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=()):
         # the one-example buffers are module globals, assigned by _allocate_one_example
         row_globals=_global_statements(["_ONE_EXAMPLE_BUFFERS", *row.buffer_names]) if row else [],
         stacks=compiler.stacks,
+        **_modes_context(compiler, sched, graph),
     )
+
+
+def _modes_context(compiler, sched, graph):
+    """The template's values for train/eval mode, buffers and loss: none."""
+    mode_args = ", *, train=True, rng=None" if compiler.modes else ""
+    return {
+        "modes": compiler.modes,
+        "buffers": [{"key": b.key, "shape": repr(tuple(b.shape)), "init": b.init} for b in compiler.buffers],
+        "mode_args": mode_args,
+        "mode_pass": ", train=train, rng=rng" if compiler.modes else "",
+        "update_arg": ", update_buffers=False" if compiler.buffers else "",
+        "update_pass": ", update_buffers=True" if compiler.buffers else "",
+        "modes_text": _modes_text(compiler, graph),
+        "vjp": compiler.vjp,
+        "output": graph.output,
+        "output_shape": repr(tuple(graph[graph.output].shape[1:])),
+        "dx": dict(sched.grads).get("x") if compiler.vjp else None,
+    }
+
+
+def _modes_text(compiler, graph):
+    """The module docstring's paragraphs on modes, randomness, buffers and loss: none."""
+    paragraphs = []
+    if compiler.modes:
+        functions = "forward and vjp" if compiler.vjp else "forward, value_and_grad and sgd_step"
+        paragraphs.append(
+            f"Train and eval mode: {functions} take the keywords train=True and rng=None. "
+            "In train mode dropout drops each unit with probability p and scales the kept ones "
+            "by 1/(1 - p), its masks drawn from rng (a numpy.random.Generator; None uses the "
+            "module's _RNG, seeded with 0 when the module is loaded), and batch norm normalizes "
+            "by the batch's mean and (biased) variance. In eval mode (train=False) dropout "
+            "is the identity and batch norm uses the running statistics. predict is always "
+            "eval mode. The same rng state gives the same masks: a run is reproducible from "
+            "np.random.default_rng(seed), and a finite-difference check holds the masks fixed "
+            "by passing a generator seeded the same way to every forward. forward's cache "
+            "keeps the masks, so backward needs no rng.")
+    if compiler.buffers:
+        paragraphs.append(
+            "BUFFERS names the batch norms' running statistics (<layer>.running_mean, "
+            "<layer>.running_var; gamma and beta are the parameters <layer>.gamma and "
+            "<layer>.beta). init_params puts them in the params dict beside the parameters "
+            "(zeros and ones), so they are saved with them; they have no gradient, and an "
+            "optimizer update takes {k: params[k] for k in PARAMS}. The training steps ("
+            + ("vjp" if compiler.vjp else "value_and_grad and sgd_step")
+            + ") update them in place in train mode, as PyTorch does in a train-mode forward: "
+            "r = (1 - momentum) r + momentum s, with the batch's unbiased variance. forward "
+            "does so only with update_buffers=True, so that a finite-difference check or a "
+            "look at the loss changes nothing.")
+    if compiler.vjp:
+        paragraphs.append(
+            "loss: none: the module is one piece of a larger model. forward(params, x) returns "
+            "the network's output; backward(params, cache, seed) takes its adjoint seed (the "
+            "gradient of the larger model's loss with respect to this output) and returns "
+            "(grads, dx), the vector-Jacobian products for the parameters and the input; "
+            "vjp(params, x, seed) does both. There is no value_and_grad or sgd_step.")
+    return [textwrap.wrap(p, 78) for p in paragraphs]
 
 
 def _predict_result(loss, logits):
@@ -304,6 +366,8 @@ def _predict_result(loss, logits):
         linked = to_numpy(PRIMITIVES[loss.link].build(symbol(logits)))
     elif loss.link:
         linked = f"_{loss.link}({logits})"
+    elif loss.name == "none":
+        return [f"prediction = {logits}  # the network's output (loss: none)"]
     else:
         return [f"prediction = {logits}  # {loss.name} has no link: these are the logits"]
     return layout.statement(f"prediction = {logits} if logits else {linked}")
@@ -311,6 +375,9 @@ def _predict_result(loss, logits):
 
 def _predict_doc(loss, compiler):
     """predict's docstring, as lines."""
+    if compiler.vjp:
+        return ['"""The network\'s output in eval mode, shape (B, *OUTPUT_SHAPE); for one example',
+                'without the batch axis, its output alone.  (logits is accepted and changes nothing.)"""']
     batch = "B, T" if compiler.sequence else "B"
     one = "one sequence" if compiler.sequence else "one example"
     one_shape = f"(T, {compiler.classes})" if compiler.sequence else f"({compiler.classes},)"
@@ -338,6 +405,13 @@ def _boundary_text(compiler):
                 f"{x}; one sequence without the batch axis gets it, and so do its y and mask "
                 f"of shape (T,) (predict then returns its rows alone). y holds integer class "
                 f"ids: float labels are refused (pass integer ids).")
+    elif compiler.vjp:
+        text = (f"forward, vjp and predict check x and params, and backward its seed, and "
+                f"raise ValueError naming the argument on anything ambiguous. Where the meaning "
+                f"is clear they convert: a list or tuple becomes an array; x (and seed) of "
+                f"another float, integer or bool dtype is cast to {dtype}; one example of shape "
+                f"INPUT_SHAPE gets the batch axis (predict then returns its output alone; "
+                f"forward and vjp what they return for a batch of one).")
     else:
         if compiler.loss.class_ids:
             y = ("y holds integer class ids, shape (B,), a single id for one example: "
@@ -401,7 +475,7 @@ def _lines(statements, indent=4):
 
 def _param_view(p):
     return {"key": p.key, "var": p.var, "shape": repr(tuple(p.shape)), "fan_in": p.fan_in,
-            "fan_out": p.fan_out, "is_weight": p.is_weight, "transposed": p.transposed}
+            "fan_out": p.fan_out, "is_weight": p.is_weight, "transposed": p.transposed, "init": p.init}
 
 
 def _summary(compiler, graph):
@@ -415,5 +489,6 @@ def _summary(compiler, graph):
     for layer in compiler.layers:
         node = by_layer.get(layer.index)
         lines.append(f"{layer.name:<13} {layer.kind:<14} {shape(node.shape) if node else ''}")
-    lines.append(f"{'J':<13} {compiler.loss.name}")
+    if not compiler.vjp:
+        lines.append(f"{'J':<13} {compiler.loss.name}")
     return lines

@@ -98,7 +98,9 @@ def row_rule(graph, node):
 
 def supported(graph, sched, compiler):
     """Whether every statement of `sched` has a one-example form."""
-    if compiler.sequence or len(compiler.input_shape) != 1:
+    # a train/eval mode (dropout's masks, batch norm's batch statistics over the whole
+    # batch) or an output adjoint instead of a loss: the one-example step does neither
+    if compiler.sequence or len(compiler.input_shape) != 1 or compiler.modes or compiler.vjp:
         return False
     for s in sched.forward + sched.backward:
         node = s.node

@@ -28,6 +28,8 @@ MODULE_GLOBALS = frozenset({
     "forward", "backward", "value_and_grad", "predict", "sgd_step", "sgd_epoch", "_check",
     "_initial_state", "STATE_KEYS", "_describe", "_glorot", "_ndarray", "_sgd_step_one",
     "_ONE_EXAMPLE_BUFFERS", "_allocate_one_example",
+    # layer modules with a train/eval mode, and those without a loss (loss: none)
+    "BUFFERS", "_RNG", "OUTPUT_SHAPE", "vjp", "_output_adjoint",
     # set on loaded modules by bpcompile.compile
     "SOURCE", "GRAPH",
 })
@@ -35,7 +37,8 @@ MODULE_GLOBALS = frozenset({
 # Fixed locals of the template functions that also hold user-derived names.
 PROGRAM_LOCALS = frozenset({"cache", "seed", "value", "grads"})
 LAYER_LOCALS = frozenset({"params", "x", "y", "lr", "mask", "state", "cache", "consume", "x_row",
-                          "J", "grads", "logits", "one_example", "prediction"})
+                          "J", "grads", "logits", "one_example", "prediction",
+                          "train", "rng", "update_buffers", "seed", "output", "dx"})
 
 
 class SymbolTable:

@@ -11,6 +11,7 @@ operand that is not differentiable (class ids, targets).
 
 from .op_records import RowRule, TensorOp
 from .image_ops import IMAGE_OPS
+from .norm_ops import NORM_OPS
 from .losses import LOSS_OPS
 
 __all__ = ["RowRule", "TensorOp", "TENSOR_OPS", "PROGRAM_TENSOR_OPS"]
@@ -21,7 +22,7 @@ SUBTRACT_PRODUCT_2D = "_subtract_product({1}, {g}, {0})  # {1} -= {g}.T @ {0}, b
 SUBTRACT_PRODUCT_STEPS = ("_subtract_product({1}, {g}.reshape(-1, {g}.shape[-1]), {0}.reshape(-1, {0}.shape[-1]))"
                           "  # {1} -= dJ/d{1}, block by block")
 
-TENSOR_OPS = {op.name: op for op in [*IMAGE_OPS, *LOSS_OPS,
+TENSOR_OPS = {op.name: op for op in [*IMAGE_OPS, *LOSS_OPS, *NORM_OPS,
     # a = h @ W.T + b, the lecture's a_j = sum_i alpha_ji x_i, for a batch of rows
     # (np.dot: on small 2-D operands it has less call overhead than @; but for
     # dJ/dW = g.T @ h, with a transposed left operand, matmul's BLAS call is faster)

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 from ..errors import SpecError
 from .programs import _Lowering
-from . import image_layers, loss_layers, sequence_layers
+from . import image_layers, loss_layers, norm_layers, sequence_layers
 from ..core.ir import Graph, Node, shape_text
+from ..core.losses import Loss
 from ..limits import MAX_LAYER_DEPTH, MAX_LAYERS, MAX_PARAMETERS, shorten
 from ..core.naming import LAYER_LOCALS, SymbolTable
 from ..core.parser import check_identifier, parse_expression, symbol, Assignment
@@ -47,6 +48,16 @@ class Param:
     fan_out: int = 0
     is_weight: bool = True
     transposed: bool = False   # init_params stores it as the transpose of a row-major array
+    init: str = ""             # "ones": init_params sets it to ones (a batch norm's gamma)
+
+
+@dataclass
+class Buffer:
+    """A value kept in the params dict that is not a parameter: no gradient, no optimizer
+    step (a batch norm's running statistics, which train mode updates in place)."""
+    key: str            # "bn1.running_mean": the name in BUFFERS and in the params dict
+    shape: tuple
+    init: str           # "zeros" | "ones"
 
 
 class LayerCompiler:
@@ -83,6 +94,9 @@ class LayerCompiler:
         self.stacks = []             # groups of parameter keys init_params stores side by side
         self.counts = {}
         self.parameter_count = 0
+        self.modes = False           # a layer behaves differently in train and eval mode
+        self.buffers = []            # Buffers, in the order of their layers
+        self.vjp = False             # `loss: none`: the module's backward takes the output's adjoint
 
     def _is_sequence(self):
         layers = self.spec.get("layers")
@@ -218,13 +232,16 @@ class LayerCompiler:
         for layer in image_layers.pool_before_relu(layers, self.notes):
             self.layers.append(layer)
             current = LAYER_KINDS[layer.kind](self, layer, current)
-        loss_layers.add_loss(self, current)
+        if self.spec.get("loss") == "none":
+            output_vjp(self, current)
+        else:
+            loss_layers.add_loss(self, current)
         return self.graph
 
     def param(self, layer, suffix, shape, fan_in=0, fan_out=0, is_weight=True, key_prefix=None,
-              transposed=False):
+              transposed=False, init=""):
         key = f"{key_prefix or layer.name}.{suffix}"
-        if any(p.key == key for p in self.params):
+        if any(p.key == key for p in self.params) or any(b.key == key for b in self.buffers):
             raise self.error(layer, f"the parameter key {shorten(key)} is already used by another layer; "
                              "rename one of the layers")
         self.parameter_count += math.prod(shape)
@@ -232,9 +249,18 @@ class LayerCompiler:
             raise self.error(layer, f"the model has more than {MAX_PARAMETERS:,} parameters "
                              f"({self.parameter_count:,} so far)")
         var = self.namer.fresh(key.replace(".", "_"))
-        self.params.append(Param(key, var, shape, fan_in, fan_out, is_weight, transposed))
+        self.params.append(Param(key, var, shape, fan_in, fan_out, is_weight, transposed, init))
         node = Node(var, "input", shape=shape, dtype=self.dtype, user=True, attrs={"param": key})
         return self.graph.add(node)
+
+    def buffer(self, layer, suffix, shape, init):
+        """Add the buffer `<layer>.<suffix>` (BUFFERS); returns its key."""
+        key = f"{layer.name}.{suffix}"
+        if any(p.key == key for p in self.params) or any(b.key == key for b in self.buffers):
+            raise self.error(layer, f"the key {shorten(key)} is already used by another layer; "
+                             "rename one of the layers")
+        self.buffers.append(Buffer(key, shape, init))
+        return key
 
     def node(self, layer, op, operands, shape, name=None, **attrs):
         name = self.namer.fresh(name or layer.name)
@@ -322,12 +348,35 @@ def _sequence_builders():
             **{kind: sequence_layers.recurrent for kind in sequence_layers.RECURRENT_KINDS}}
 
 
-SHORT_OPTION.update({"embedding": "dim"})
+SHORT_OPTION.update({"embedding": "dim", **norm_layers.SHORT_OPTION})
 
 LAYER_KINDS = {
     **_sequence_builders(),
     **image_layers.LAYER_KINDS,
+    **norm_layers.LAYER_KINDS,
     "linear": _linear,
     "activation": _user_activation,
     **{kind: _activation(kind) for kind in ACTIVATIONS},
 }
+
+
+def output_vjp(compiler, out):
+    """`loss: none`: the graph's output is the last layer's output; backward takes its
+    adjoint (a vector-Jacobian product) and also returns the input's, so the module can
+    be one piece of a larger model."""
+    if compiler.sequence:
+        raise compiler.spec.error("loss: none is supported for specs without a time axis only", "loss")
+    if compiler.spec.get("l2"):
+        raise compiler.spec.error("l2 needs a loss; with loss: none, add the penalty in the "
+                                  "larger model", "l2")
+    compiler.vjp = True
+    compiler.loss = NO_LOSS
+    compiler.classes = math.prod(out.shape[1:])
+    compiler.logits = out.name
+    compiler.graph.output = out.name
+    compiler.graph.wrt = [p.var for p in compiler.params] + ["x"]
+
+
+NO_LOSS = Loss("none", "", "", "The network's output",
+               "none: forward returns the network's output and backward takes its adjoint",
+               takes_logits=False)

@@ -20,3 +20,15 @@ def _float_ids_hint(y):
     if isinstance(y, np.ndarray) and y.dtype.kind == "f":
         return "; pass integer class ids (y.astype(int) if they are whole numbers)"
     return ""
+
+# --- _output_adjoint
+def _output_adjoint(seed, shape):
+    """The seed of backward in a module without a loss (loss: none): the adjoint of
+    forward's output, an array of its shape, cast to DTYPE from another number dtype."""
+    seed = _as_array("seed", seed)
+    if isinstance(seed, np.ndarray) and seed.dtype != DTYPE and seed.dtype.kind in "biuf":
+        seed = seed.astype(DTYPE)
+    if not isinstance(seed, np.ndarray) or seed.shape != shape or seed.dtype != DTYPE:
+        raise ValueError(f"seed: expected the adjoint of the output, a {DTYPE} array of shape "
+                         f"{shape}, got {_describe(seed)}")
+    return seed
