@@ -236,7 +236,7 @@ def test_the_state_survives_np_savez_and_the_run_continues_exactly(mlp, tmp_path
     (lambda m, p, g, s: m.adamw_update(p, g, s, weight_decay=-0.01), "weight_decay: "),
     (lambda m, p, g, s: m.adamw_update(p, g, s, lr="fast"), "lr: "),
     (lambda m, p, g, s: m.adam_update(p, {k: v for k, v in g.items() if k != "linear2.b"}, s),
-     "grads: expected a dict with the keys of params"),
+     "grads: expected a dict with the keys of PARAMS"),
     (lambda m, p, g, s: m.adam_update(p, {**g, "extra": g["linear2.b"]}, s), "grads: "),
     (lambda m, p, g, s: m.adam_update(p, {**g, "linear2.b": g["linear2.b"][:1]}, s),
      r"grads\['linear2.b'\]: expected an array of shape \(2,\)"),

@@ -88,7 +88,12 @@ def inputs(module, rng, batch):
             x = rng.integers(0, module.VOCAB, (batch, T))
         else:
             x = rng.normal(size=(batch, T) + tuple(module.INPUT_SHAPE))
-        y = rng.integers(0, module.OUTPUTS, (batch, T))
+        if module.LOSS == "softmax_cross_entropy":
+            y = rng.integers(0, module.OUTPUTS, (batch, T))
+        elif module.LOSS == "mse":
+            y = rng.normal(size=(batch, T, module.OUTPUTS))
+        else:
+            y = rng.integers(0, 2, (batch, T, module.OUTPUTS)).astype(np.float64)
         return x, y
     x = rng.normal(size=(batch,) + tuple(module.INPUT_SHAPE))
     if module.LOSS == "softmax_cross_entropy":

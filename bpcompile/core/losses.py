@@ -25,7 +25,16 @@ class Loss:
     sequence_op: Optional[str] = None   # the per-position form for sequence specs
     sequence_aux: tuple = ()
     sequence_text: str = ""
+    options: tuple = ()          # the keys of `loss: {name: {...}}` it accepts
+    options_op: str = ""         # the op computing it with options, from the logits
+    sequence_options_op: str = ""   # ... at every position, with the mask
+    ignore_index: Optional[int] = None  # the spec's ignore_index (a label that adds no loss), for
+                                        # the class-id check of the generated module's _check
 
+
+# what the ops with options return beside J: dJ/dloss of each term (`scale`) and the
+# derivative of each term (`delta`); the gradient is their product times the seed
+OPTIONS_AUX = ("scale", "delta")
 
 LOSSES = {loss.name: loss for loss in [
     Loss("softmax_cross_entropy", "softmax_cross_entropy", "softmax", "Class probabilities",
@@ -33,12 +42,25 @@ LOSSES = {loss.name: loss for loss in [
          aux=("p",), class_ids=True, min_outputs=2,
          sequence_op="softmax_cross_entropy_seq", sequence_aux=("e", "total", "n"),
          sequence_text="softmax cross-entropy from the logits (log-sum-exp) at every position, "
-                       "mean over the unmasked positions; y holds class ids (B, T)"),
+                       "mean over the unmasked positions; y holds class ids (B, T)",
+         options=("class_weights", "ignore_index", "reduction"),
+         options_op="softmax_cross_entropy_options",
+         sequence_options_op="softmax_cross_entropy_options_seq"),
     Loss("sigmoid_binary_cross_entropy", "sigmoid_binary_cross_entropy", "sigmoid", "Probabilities",
          "binary cross-entropy of sigmoid(logits), computed from the logits, summed over outputs "
-         "and averaged over the batch", aux=("s",)),
+         "and averaged over the batch", aux=("s",),
+         sequence_op="sigmoid_binary_cross_entropy_seq", sequence_aux=OPTIONS_AUX,
+         sequence_text="binary cross-entropy of sigmoid(logits) at every position, computed from "
+                       "the logits, summed over outputs and averaged over the unmasked positions; "
+                       "y holds 0/1 targets (B, T, K)",
+         options=("pos_weight", "reduction"), options_op="sigmoid_binary_cross_entropy_options",
+         sequence_options_op="sigmoid_binary_cross_entropy_seq"),
     Loss("mse", "mse", "", "Outputs",
-         "squared error / 2, summed over outputs and averaged over the batch", takes_logits=False),
+         "squared error / 2, summed over outputs and averaged over the batch", takes_logits=False,
+         sequence_op="mse_seq", sequence_aux=OPTIONS_AUX,
+         sequence_text="squared error / 2 at every position, summed over outputs and averaged over "
+                       "the unmasked positions; y holds targets (B, T, K)",
+         options=("reduction",), options_op="mse_options", sequence_options_op="mse_seq"),
 ]}
 
 
@@ -81,4 +103,27 @@ LOSS_OPS = [
              forward_reuse="_masked_softmax_cross_entropy({0}, {1}, {2}, overwrite=True)",
              consuming_vjps=("_masked_softmax_cross_entropy_grad({e}, {total}, {1}, {2} * ({g} / {n}), "
                              "overwrite={consume})", None, None)),
+]
+
+
+def _options_op(name, call, rows):
+    """The op of a loss with options (PyTorch's weight, ignore_index, pos_weight,
+    reduction): `call` takes the logits, targets, mask (None without one) and the
+    option arguments `{options}`; its gradient is delta * scale * g, where g has
+    J's shape (a number, or the losses' shape for reduction none).  No one-example
+    rule: sgd_step of one example takes the batch path."""
+    mask = "{2}" if name.endswith("_seq") else "None"
+    scaled = "({scale} * {g})[..., None]" if rows else "({scale} * {g})"
+    return TensorOp(name, f"{call}({{0}}, {{1}}, {mask}, {{options}})",
+                    (f"{{delta}} * {scaled}", None) + ((None,) if name.endswith("_seq") else ()),
+                    aux=OPTIONS_AUX, helpers=(call, "_loss_scale"))
+
+
+LOSS_OPS += [
+    _options_op("softmax_cross_entropy_options", "_softmax_cross_entropy_options", rows=True),
+    _options_op("softmax_cross_entropy_options_seq", "_softmax_cross_entropy_options", rows=True),
+    _options_op("sigmoid_binary_cross_entropy_options", "_sigmoid_binary_cross_entropy_options", rows=False),
+    _options_op("sigmoid_binary_cross_entropy_seq", "_sigmoid_binary_cross_entropy_options", rows=False),
+    _options_op("mse_options", "_mean_squared_error_options", rows=False),
+    _options_op("mse_seq", "_mean_squared_error_options", rows=False),
 ]

@@ -2,6 +2,8 @@
 
 from dataclasses import dataclass
 
+import inspect
+
 import numpy as np
 
 SHOWN = 3           # entries of each gradient that a check reports side by side
@@ -77,6 +79,10 @@ def module_checks(module, args, h=1e-6):
     return checks
 
 
+NOISE_MARGIN = 100          # entries below this many rounding units of J / h are noise
+RESOLVED_ERROR = 1e-6       # the relative error that such an entry counts as
+
+
 def layer_gradient_errors(module, params, x, y, max_entries=None, seed=0, h=1e-6, richardson=False):
     """Norm-wise relative error of each parameter gradient of a layer module.
 
@@ -92,11 +98,22 @@ def layer_gradient_errors(module, params, x, y, max_entries=None, seed=0, h=1e-6
 
 def layer_gradient_checks(module, params, x, y, max_entries=None, seed=0, h=1e-6, richardson=False):
     """{parameter key: GradientCheck}: what `layer_gradient_errors` measures, with a
-    few of the checked entries side by side."""
+    few of the checked entries side by side.  The parameters are PARAMS (batch norm's
+    running statistics are no parameters); dropout's masks are held fixed by giving every
+    evaluation a generator seeded alike; a `loss: none` module is checked through its
+    vjp with a random seed, as J = sum(seed * output)."""
     rng = np.random.default_rng(seed)
-    _, grads = module.value_and_grad(params, x, y)
+    loss, value_and_grad = _objective(module, params, x, y, seed)
+    J, grads = value_and_grad(params)
+    J = np.sum(J)
+    # Central differences cannot resolve an entry smaller than their rounding noise,
+    # about eps * |J| / h; a gradient that is zero by structure (a bias before a batch
+    # norm) is measured as that noise.  Below NOISE_MARGIN times the noise, an entry
+    # counts as resolved: the error is taken relative to noise / RESOLVED_ERROR at least.
+    noise = NOISE_MARGIN * np.finfo(np.float64).eps * max(1.0, abs(float(J))) / h
     checks = {}
-    for key, value in params.items():
+    for key in module.PARAMS:
+        value = params[key]
         flat = value.reshape(-1)
         entries = np.arange(flat.size)
         if max_entries is not None and flat.size > max_entries:
@@ -104,22 +121,45 @@ def layer_gradient_checks(module, params, x, y, max_entries=None, seed=0, h=1e-6
         numeric = np.empty(len(entries))
         for k, i in enumerate(entries):
             step = h * max(1.0, abs(flat[i]))
-            numeric[k] = _central(module, params, x, y, flat, i, step)
+            numeric[k] = _central(loss, params, flat, i, step)
             if richardson:
-                numeric[k] = (4 * _central(module, params, x, y, flat, i, step / 2) - numeric[k]) / 3
+                numeric[k] = (4 * _central(loss, params, flat, i, step / 2) - numeric[k]) / 3
         analytic = np.asarray(grads[key], dtype=np.float64).reshape(-1)[entries]
-        checks[key] = GradientCheck(key, relative_error(analytic, numeric),
+        floor = noise * np.sqrt(len(entries)) / RESOLVED_ERROR
+        checks[key] = GradientCheck(key, relative_error(analytic, numeric, floor),
                                     _shown(analytic, numeric, entries, value.shape), len(entries))
     return checks
 
 
-def _central(module, params, x, y, flat, i, step):
+def _objective(module, params, x, y, seed):
+    """(loss(params) -> J, value_and_grad(params) -> (J, grads)) of a layer module on (x, y)."""
+    def modes():          # the same dropout masks in every evaluation
+        return {"rng": np.random.default_rng(seed)} if _has_modes(module) else {}
+    if not hasattr(module, "value_and_grad"):          # loss: none -> a vjp with a fixed seed
+        shape = module.forward(params, x, **modes())[0].shape
+        direction = np.random.default_rng(seed + 1).normal(size=shape).astype(module.DTYPE)
+        def loss(params):
+            return float(np.vdot(direction, module.forward(params, x, **modes())[0]))
+        def value_and_grad(params):
+            return loss(params), module.vjp(params, x, direction, **modes())[1]
+        return loss, value_and_grad
+    # J is a number, or per-example losses (reduction: none) whose sum the gradients are of
+    return (lambda params: float(np.sum(module.forward(params, x, y, **modes())[0])),
+            lambda params: module.value_and_grad(params, x, y, **modes()))
+
+
+def _has_modes(module):
+    """Whether the module's functions take train=/rng= (it has dropout or batch norm)."""
+    return "rng" in inspect.signature(module.forward).parameters
+
+
+def _central(loss, params, flat, i, step):
     """(J(p + step e_i) - J(p - step e_i)) / (2 step), with flat a view of a parameter."""
     original = flat[i]
     flat[i] = original + step
-    plus = module.forward(params, x, y)[0]
+    plus = loss(params)
     flat[i] = original - step
-    minus = module.forward(params, x, y)[0]
+    minus = loss(params)
     flat[i] = original
     return (plus - minus) / (2 * step)
 
@@ -134,9 +174,16 @@ def random_problem(module, batch=4, seed=0, scale=0.1):
         steps = 4
         x = (rng.integers(0, module.VOCAB, (batch, steps)) if hasattr(module, "VOCAB")
              else rng.normal(size=(batch, steps) + tuple(module.INPUT_SHAPE)).astype(module.DTYPE))
-        return params, x, rng.integers(0, module.OUTPUTS, (batch, steps))
+        if module.LOSS == "softmax_cross_entropy":
+            return params, x, rng.integers(0, module.OUTPUTS, (batch, steps))
+        targets = rng.normal(size=(batch, steps, module.OUTPUTS))
+        if module.LOSS == "sigmoid_binary_cross_entropy":
+            targets = rng.integers(0, 2, targets.shape)
+        return params, x, targets.astype(module.DTYPE)
     x = rng.normal(size=(batch,) + tuple(module.INPUT_SHAPE)).astype(module.DTYPE)
-    if module.LOSS == "softmax_cross_entropy":
+    if module.LOSS == "none":                 # the module's output is the result: no targets
+        y = None
+    elif module.LOSS == "softmax_cross_entropy":
         y = rng.integers(0, module.OUTPUTS, batch)
     elif module.LOSS == "mse":
         y = rng.normal(size=(batch, module.OUTPUTS)).astype(module.DTYPE)

@@ -124,3 +124,88 @@ def _embedding_grad(ids, g, vocab):
     grad = np.zeros((vocab, g.shape[-1]), dtype=g.dtype)
     np.add.at(grad, ids.ravel(), g.reshape(-1, g.shape[-1]))
     return grad
+
+# --- _loss_scale
+def _loss_scale(weight, reduction, count, empty):
+    """The factor of each loss term in J: weight / count for a mean (raising
+    ValueError(empty) when count is 0, where PyTorch would give nan), weight
+    itself for a sum or no reduction."""
+    if reduction in ("mean", "batchmean"):
+        if count == 0:
+            raise ValueError(empty)
+        return weight / count
+    return weight
+
+# --- _softmax_cross_entropy_options
+def _softmax_cross_entropy_options(a, y, mask, weights, ignore_index, reduction):
+    """(J, dJ/dlosses factor `scale`, p - onehot(y)) of PyTorch's
+    cross_entropy(a, y, weight=weights, ignore_index=ignore_index, reduction=reduction)
+    over the last axis of a, at the positions where mask is 1 (mask None: all).
+
+    Every position's loss -log softmax(a)[y] is weighted by weights[y] (1
+    without weights) and by 0 where y is ignore_index or mask is 0.  mean
+    divides the weighted sum by the sum of those weights; none returns the
+    weighted losses, shape y.shape.  The gradient is delta * scale * g.
+    """
+    keep = np.ones(y.shape, dtype=a.dtype) if mask is None else mask.astype(a.dtype)
+    if ignore_index is not None:
+        keep = keep * (y != ignore_index)
+    labels = np.where(keep > 0, y, 0)      # an ignored label may lie outside [0, K)
+    shifted = a - a.max(axis=-1, keepdims=True)
+    delta = np.exp(shifted)
+    total = delta.sum(axis=-1, keepdims=True)
+    losses = np.log(total[..., 0]) - np.take_along_axis(shifted, labels[..., None], -1)[..., 0]
+    weight = keep if weights is None else keep * np.asarray(weights, dtype=a.dtype)[labels]
+    count = weight.sum()
+    if count == 0 and reduction == "mean":
+        empty = ("y: every label is ignore_index or padding: the mean is over no positions "
+                 "(PyTorch gives nan); use reduction: sum" if not keep.any() else
+                 "y: the class weights of the labels in the batch sum to 0: the weighted mean "
+                 "is 0/0 (PyTorch gives nan)")
+    else:
+        empty = ""
+    scale = _loss_scale(weight, reduction, count, empty)
+    delta /= total
+    np.put_along_axis(delta, labels[..., None],
+                      np.take_along_axis(delta, labels[..., None], -1) - 1, axis=-1)
+    J = losses * scale if reduction == "none" else np.dot(losses.ravel(), scale.ravel())
+    return J, scale, delta
+
+# --- _sigmoid_binary_cross_entropy_options
+def _sigmoid_binary_cross_entropy_options(a, y, mask, pos_weight, reduction):
+    """(J, scale, delta) of PyTorch's binary_cross_entropy_with_logits(a, y,
+    pos_weight=pos_weight, reduction=reduction), at the positions where mask is 1.
+
+    Each element's loss is pos_weight*y*softplus(-a) + (1-y)*softplus(a), computed
+    from the logit (no log(0)); delta is its derivative sigmoid(a)*(pos_weight*y
+    + 1 - y) - pos_weight*y.  mean is over the kept elements, batchmean (the
+    default) sums over the outputs and averages over the kept positions, none
+    returns every element's loss (0 on padding).  The gradient is delta * scale * g.
+    """
+    keep = (np.ones(a.shape[:-1], dtype=a.dtype) if mask is None else mask.astype(a.dtype))[..., None]
+    softplus = np.logaddexp(0.0, a)                   # softplus(a); softplus(-a) = softplus(a) - a
+    s = np.exp(a - softplus)                          # sigmoid(a), no overflow
+    pw = 1.0 if pos_weight is None else np.asarray(pos_weight, dtype=a.dtype)
+    losses = pw * y * (softplus - a) + (1 - y) * softplus
+    delta = s * (pw * y + 1 - y) - pw * y
+    positions = keep.sum()
+    count = positions * a.shape[-1] if reduction == "mean" else positions
+    scale = _loss_scale(np.broadcast_to(keep, a.shape), reduction, count, "mask: every position is padding")
+    J = losses * scale if reduction == "none" else np.dot(losses.ravel(), scale.ravel())
+    return J, scale, delta
+
+# --- _mean_squared_error_options
+def _mean_squared_error_options(a, y, mask, reduction, half):
+    """(J, scale, delta) of PyTorch's mse_loss(a, y, reduction=reduction) at the
+    positions where mask is 1: (a - y)**2 per element, mean over the kept elements,
+    sum, or none (every element, 0 on padding).  half=True with batchmean is
+    bpcompile's default mse: (a - y)**2 / 2, summed over the outputs, mean over the
+    kept positions.  The gradient is delta * scale * g."""
+    keep = (np.ones(a.shape[:-1], dtype=a.dtype) if mask is None else mask.astype(a.dtype))[..., None]
+    d = a - y
+    factor = 0.5 if half else 1.0
+    positions = keep.sum()
+    count = positions * a.shape[-1] if reduction == "mean" else positions
+    scale = _loss_scale(np.broadcast_to(keep, a.shape), reduction, count, "mask: every position is padding")
+    J = factor * d * d * scale if reduction == "none" else factor * np.dot((d * d).ravel(), scale.ravel())
+    return J, scale, (2 * factor) * d

@@ -139,11 +139,15 @@ def _hyperparameter(name, value, high=None, below=False):
 def _checked_update(params, grads, state, slots):
     """[(key, param, gradient in the param's dtype)], once params, grads and the state's
     arrays are checked: a bad argument raises ValueError before anything changes."""
-    if not isinstance(params, dict):
-        raise ValueError(f"params: expected a dict of arrays, got {_describe(params)}")
-    if not isinstance(grads, dict) or set(grads) != set(params):
+    # the parameters are PARAMS; anything else in the params dict (batch norm's running
+    # statistics, BUFFERS) is no parameter and takes no step
+    if not isinstance(params, dict) or not set(PARAMS) <= set(params):
+        given = sorted(map(str, params)) if isinstance(params, dict) else _describe(params)
+        raise ValueError(f"params: expected a dict with the keys of PARAMS {sorted(PARAMS)}, "
+                         f"got {given}")
+    if not isinstance(grads, dict) or set(grads) != set(PARAMS):
         given = sorted(map(str, grads)) if isinstance(grads, dict) else _describe(grads)
-        raise ValueError(f"grads: expected a dict with the keys of params {sorted(params)}, "
+        raise ValueError(f"grads: expected a dict with the keys of PARAMS {sorted(PARAMS)}, "
                          f"got {given}")
     if not isinstance(state, dict):
         raise ValueError("state: expected a dict (empty, {}, before the first step), "
@@ -152,7 +156,8 @@ def _checked_update(params, grads, state, slots):
     if not isinstance(step, np.ndarray) or step.shape != () or step.dtype.kind not in "iu":
         raise ValueError(f"state['step']: expected a 0-d integer array, got {_describe(step)}")
     checked = []
-    for key, p in params.items():
+    for key in PARAMS:
+        p = params[key]
         if not isinstance(p, np.ndarray) or p.dtype.kind != "f" or not p.flags.writeable:
             raise ValueError(f"params[{key!r}]: expected a writeable float array, "
                              f"got {_describe(p)}")
