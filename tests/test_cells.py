@@ -17,10 +17,12 @@ STEP = 1e-5
 
 
 def cell_spec(equations, hidden=4, inputs=3, state=("h",), vocab=None, bidirectional=False,
-              layers=1):
+              layers=1, direction=None):
     layer = {"hidden": hidden, "state": list(state), "equations": equations}
     if bidirectional:
         layer["bidirectional"] = True
+    if direction:
+        layer["direction"] = direction
     if layers > 1:
         layer["layers"] = layers
     first = [{"embedding": inputs}] if vocab else []
@@ -145,6 +147,15 @@ def test_cells_without_parameters(equations):
 def test_bidirectional_and_stacked_user_cells():
     assert_exact("h = tanh(W @ x + U @ h_prev + b)", bidirectional=True, layers=2, hidden=2)
     assert_exact("h = tanh(h_prev + x)", bidirectional=True, hidden=3, inputs=3)
+
+
+@pytest.mark.parametrize("direction", ["reverse", "bidirectional"])
+def test_user_cells_in_every_direction(direction):
+    module = assert_exact("h = tanh(W @ x + U @ h_prev + b)\nc = c_prev + h * sigmoid(V @ c_prev)",
+                          state=("h", "c"), direction=direction, layers=2, hidden=2)
+    halves = {"reverse": {"bwd"}, "bidirectional": {"fwd", "bwd"}}[direction]
+    assert {key.split(".")[1] for key in module.PARAMS if key.startswith("recurrent")} == halves
+    assert {key.split(".")[1] for key in module.STATE_KEYS} == halves
 
 
 # --- 4. shapes: every size inferred, inconsistency refused where it is written --------------

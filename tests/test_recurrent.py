@@ -71,6 +71,9 @@ LAYERS = [
     "lstm: {hidden: 2, bidirectional: true}",
     "rnn: {hidden: 2, bidirectional: true, layers: 2}",
     "lstm: {hidden: 2, layers: 2, peephole: true}",
+    "lstm: {hidden: 2, direction: reverse, peephole: true}",
+    "rnn: {hidden: 2, direction: reverse, layers: 2}",
+    "rnn: {hidden: 2, direction: bidirectional, layers: 2}",
 ]
 
 
@@ -82,7 +85,8 @@ def test_bptt_gradients_match_finite_differences(layer, masked):
 
 
 @pytest.mark.parametrize("layer", ["lstm: {hidden: 3, peephole: true}",
-                                   "lstm: {hidden: 2, bidirectional: true}"])
+                                   "lstm: {hidden: 2, bidirectional: true}",
+                                   "rnn: {hidden: 2, direction: reverse}"])
 def test_gradients_when_padded_and_unpadded_steps_alternate(layer):
     # the scan masks only steps whose mask column has a 0; here such steps lie
     # between and before unpadded ones (not only at the end), with a given initial state
@@ -119,7 +123,8 @@ def test_user_defined_gru_cell_from_equations():
     assert gradient_errors(module, *problem(module, True, with_state=True, seed=6)) < TOL
 
 
-@pytest.mark.parametrize("layer", ["lstm: {hidden: 3, bidirectional: true}", "rnn: {hidden: 3, layers: 2}"])
+@pytest.mark.parametrize("layer", ["lstm: {hidden: 3, bidirectional: true}", "rnn: {hidden: 3, layers: 2}",
+                                   "rnn: {hidden: 3, direction: reverse, layers: 2}"])
 def test_appending_padding_changes_nothing(layer):
     """Masking: extra padded steps change no loss, gradient, or final state."""
     module = module_from(spec(layer))
@@ -191,6 +196,9 @@ def test_run_time_checks_for_sequences():
     ("  - lstm: {bidirectional: true}\n", "missing `hidden:`"),
     ("  - lstm: {hidden: 3, peephole: 1}\n", "peephole must be true or false"),
     ("  - rnn: {hidden: 3, nonlinearity: sigmoid}\n", "nonlinearity must be tanh or relu"),
+    ("  - rnn: {hidden: 3, direction: backward}\n", "direction must be one of forward, reverse"),
+    ("  - lstm: {hidden: 3, direction: reverse, bidirectional: true}\n",
+     "direction: reverse contradicts bidirectional: true"),
 ])
 def test_bad_recurrent_layers(tmp_path, capsys, layer, message):
     path = tmp_path / "bad.yaml"

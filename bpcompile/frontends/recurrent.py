@@ -6,7 +6,10 @@ graph for one time step, the generic scheduler gives its forward and adjoint
 statements, and this module wraps them in a forward loop over t (storing
 what the backward needs) and a reversed loop that carries the state
 adjoints (backpropagation through time).  One pair of functions serves both
-directions of a bidirectional layer: they take `reverse`.
+directions of a bidirectional layer: they take `reverse` (a reverse-only layer
+calls them with reverse=True alone).  Reversed, a padded step still keeps the
+state, so with right padding each sequence starts from the initial state at its
+own last unpadded step, as PyTorch's packed reverse direction does.
 
 Two rewrites make the loop fast without knowing the cell:
 - every product `W @ x` with the layer input is taken out of the loop: the

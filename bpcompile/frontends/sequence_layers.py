@@ -6,9 +6,22 @@ direction of the layer becomes one graph node whose rule calls them, and the
 outer scheduler treats it like any other tensor primitive.  The backward
 returns the gradients by argument name; the node's joint rule unpacks them in
 argument order.
+
+Directions (`direction: forward|reverse|bidirectional`; `bidirectional: true`
+is the old spelling of the last).  A reverse layer is a bidirectional layer's
+`bwd` half alone: its keys are `<layer>.bwd.*` (parameters and states), it
+runs from the last step to the first, and a padded step (mask 0) keeps the
+state, so with right padding each sequence starts at its own last unpadded
+step from the initial state, as PyTorch's packed sequences do; its padded
+output positions hold the initial state.  Its initial state enters at the
+last step and its final state is the one after step 0 (PyTorch's h_n of the
+reverse direction).  Stacked (`layers: k`), every layer runs in reverse: the
+composition of k single-layer reverse scans (PyTorch has no reverse-only
+nn.LSTM).
 """
 
 from ..errors import SpecError
+from ..limits import shorten
 from ..core.ir import Node
 from .recurrent import ScanCompiler, lstm_equations, parse_cell, rnn_equations
 from ..core.tensor_ops import TensorOp
@@ -23,6 +36,15 @@ with H the hidden size and layer k (suffix _reverse for the bwd direction),
     W_hi, W_hf, W_hc, W_ho = weight_hh_lk[0:H], [H:2H], [2H:3H], [3H:4H]
     b_i, b_f, b_c, b_o = (bias_ih_lk + bias_hh_lk)[0:H], [H:2H], [2H:3H], [3H:4H]"""
 SEQUENCE_KINDS = RECURRENT_KINDS + ("embedding",)
+REVERSE_STATE = """\
+A reverse layer (keys <layer>.bwd.*) runs each sequence from its last unpadded
+step to its first (PyTorch's packed reverse direction); its output past a
+sequence's end holds the initial state.  Its state= enters at the last step
+and cache["state"] is the state after step 0, so chunks of a long sequence
+chain last chunk first."""
+DIRECTIONS = ("forward", "reverse", "bidirectional")
+# the scans of one stacked layer, by their key infix (None: the layer's own keys)
+DIRECTION_HALVES = {"forward": (None,), "reverse": ("bwd",), "bidirectional": ("fwd", "bwd")}
 
 
 def embedding(compiler, layer, prev):
@@ -38,7 +60,7 @@ def embedding(compiler, layer, prev):
 
 def recurrent(compiler, layer, prev):
     """rnn / lstm / recurrent: stacked layers and directions of one cell."""
-    allowed = {"hidden", "bidirectional", "layers"}
+    allowed = {"hidden", "bidirectional", "direction", "layers"}
     allowed |= {"rnn": {"nonlinearity"}, "lstm": {"peephole"},
                 "recurrent": {"state", "equations", "output"}}[layer.kind]
     compiler._options(layer, allowed)
@@ -48,7 +70,14 @@ def recurrent(compiler, layer, prev):
     depth = layer.options.get("layers", 1)
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
         raise compiler.error(layer, f"layers must be a positive integer, got {depth!r}", "layers")
-    bidirectional = compiler.flag(layer, "bidirectional")
+    direction = _direction(compiler, layer)
+    # one spelling for whoever reads the compiled layers (interop, the training task check)
+    layer.options["direction"] = direction
+    if direction == "bidirectional":
+        layer.options["bidirectional"] = True
+    halves = DIRECTION_HALVES[direction]
+    if direction == "reverse" and REVERSE_STATE not in compiler.notes:
+        compiler.notes.append(REVERSE_STATE)
     text, states, output = _cell_text(compiler, layer)
     if layer.kind == "lstm" and not layer.options.get("peephole") and TORCH_LAYOUT not in compiler.notes:
         compiler.notes.append(TORCH_LAYOUT)
@@ -60,8 +89,8 @@ def recurrent(compiler, layer, prev):
         name = layer.name if k == 0 else compiler.next_name(layer)
         cell, fn = _compile_cell(compiler, layer, name, text, states, output, hidden, current)
         outputs = []
-        for direction in (("fwd", "bwd") if bidirectional else (None,)):
-            outputs.append(_scan(compiler, layer, name, direction, cell, fn, current))
+        for half in halves:
+            outputs.append(_scan(compiler, layer, name, half, cell, fn, current))
         if len(outputs) == 2:
             width = 2 * hidden
             current = compiler.graph.add(Node(
@@ -71,6 +100,28 @@ def recurrent(compiler, layer, prev):
         else:
             current = outputs[0]
     return current
+
+
+def _direction(compiler, layer):
+    """The layer's direction from `direction:` and the older `bidirectional:` flag;
+    both given and disagreeing is an error at `direction`."""
+    flag = compiler.flag(layer, "bidirectional")
+    if "direction" not in layer.options:
+        return "bidirectional" if flag else "forward"
+    direction = layer.options["direction"]
+    if not isinstance(direction, str) or direction not in DIRECTIONS:
+        raise compiler.error(layer, f"direction must be one of {', '.join(DIRECTIONS)}, got "
+                             f"{shorten(direction)}", "direction")
+    if "bidirectional" in layer.options and flag != (direction == "bidirectional"):
+        raise compiler.error(layer, f"direction: {direction} contradicts bidirectional: "
+                             f"{str(flag).lower()} (give one of them)", "direction")
+    return direction
+
+
+def layer_direction(layer):
+    """'forward', 'reverse' or 'bidirectional': a compiled recurrent layer's direction (for
+    code that reads a compiled model's layers: interop, the training task check)."""
+    return layer.options["direction"]
 
 
 def _cell_text(compiler, layer):
@@ -122,7 +173,8 @@ def _compile_cell(compiler, layer, name, text, states, output, hidden, prev):
 
 
 def _scan(compiler, layer, name, direction, compiled, fn, prev):
-    """One direction of one layer: a graph node whose rule calls the layer's scan."""
+    """One direction of one layer: a graph node whose rule calls the layer's scan.
+    `direction` is the key infix: None (a forward layer), "fwd" or "bwd" (run reversed)."""
     cell, scan = compiled
     hidden, states = cell.hidden, cell.states
     prefix = name if direction is None else f"{name}.{direction}"
