@@ -74,7 +74,9 @@ def grouped_conv2d_backward(dout, saved, W, need_dx=True):
         dcols = (W[rows].reshape(Og, Cg * kh * kw).T @ d2[rows]).reshape(Cg, kh, kw, Ho, Wo, B)
         for i in range(kh):
             for j in range(kw):
-                dxp[chans, dilated_offset_slice(i, dh, sh, Ho), dilated_offset_slice(j, dw, sw, Wo)] += dcols[:, i, j]
+                heights = dilated_offset_slice(i, dh, sh, Ho)
+                widths = dilated_offset_slice(j, dw, sw, Wo)
+                dxp[chans, heights, widths] += dcols[:, i, j]
     if not need_dx:
         return None, dW, db
     return dxp[:, ph:ph + H, pw:pw + Wd].transpose(3, 0, 1, 2), dW, db

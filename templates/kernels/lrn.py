@@ -27,4 +27,5 @@ def lrn_backward(dout, saved):
     j is in c's window when c runs from j - (n-1)//2 to j + n//2 (the window, mirrored)."""
     x, scale, factor, size, alpha, beta = saved
     inner = dout * x * factor / scale
-    return dout * factor - (2 * beta * alpha / size) * x * lrn_channel_sums(inner, (size - 1) // 2, size // 2)
+    sums = lrn_channel_sums(inner, (size - 1) // 2, size // 2)
+    return dout * factor - (2 * beta * alpha / size) * x * sums
