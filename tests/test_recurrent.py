@@ -42,11 +42,14 @@ def problem(module, vocab, batch=3, steps=5, seed=0, masked=True, with_state=Fal
     return params, x, y, mask, state
 
 
-def gradient_errors(module, params, x, y, mask, state):
+def gradient_errors(module, params, x, y, mask, state=None):
+    """The largest relative error of the parameter and initial-state gradients
+    against central differences of every entry."""
     _, grads, state_grads = module.value_and_grad(params, x, y, mask, state, state_grad=True)
     assert set(grads) == set(module.PARAMS)
     targets = [(grads[k], params[k]) for k in params]
     if state:
+        assert set(state_grads) == set(state)
         targets += [(state_grads[k], state[k]) for k in state]
     errors = []
     for analytic, array in targets:

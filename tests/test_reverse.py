@@ -15,10 +15,9 @@ import pytest
 from bpcompile.cli.main import main
 from bpcompile.compiler import compile_spec, load_module, load_spec
 from bpcompile.frontends.sequence_layers import layer_direction
-from bpcompile.training.gradcheck import relative_error
+from test_recurrent import gradient_errors   # central differences of params and state
 
 TOL = 1e-6
-STEP = 1e-4      # central differences: truncation ~STEP**2, far below TOL in float64
 
 GRU = ("z = sigmoid(W_xz @ x + W_hz @ h_prev + b_z)\\n"
        "r = sigmoid(W_xr @ x + W_hr @ h_prev + b_r)\\n"
@@ -171,28 +170,6 @@ def test_reverse_layers_match_the_numpy_reference(layer, cell, states, layers, w
 
 # --- gradients against central finite differences -------------------------------------
 
-def gradient_error(module, params, x, y, mask, state=None):
-    _, grads, state_grads = module.value_and_grad(params, x, y, mask, state, state_grad=True)
-    assert set(grads) == set(module.PARAMS)
-    targets = [(grads[k], params[k]) for k in params]
-    if state:
-        assert set(state_grads) == set(state)
-        targets += [(state_grads[k], state[k]) for k in state]
-    errors = []
-    for analytic, array in targets:
-        numeric = np.zeros_like(array)
-        for i in np.ndindex(array.shape):
-            original = array[i]
-            array[i] = original + STEP
-            plus = module.forward(params, x, y, mask, state)[0]
-            array[i] = original - STEP
-            minus = module.forward(params, x, y, mask, state)[0]
-            array[i] = original
-            numeric[i] = (plus - minus) / (2 * STEP)
-        errors.append(relative_error(analytic, numeric))
-    return max(errors)
-
-
 @pytest.mark.parametrize("layer", [case[0] for case in REFERENCE_CASES] + [
     "rnn: {hidden: 2, direction: reverse, layers: 2}",
     "rnn: {hidden: 2, bidirectional: false, direction: reverse}",
@@ -200,9 +177,9 @@ def gradient_error(module, params, x, y, mask, state=None):
 def test_reverse_gradients_match_finite_differences_on_padded_batches(layer):
     module = module_from(layer)
     params, x, y, mask = random_problem(module, (5, 2, 4), seed=3)
-    assert gradient_error(module, params, x, y, mask) < TOL
+    assert gradient_errors(module, params, x, y, mask) < TOL
     state = initial_state(module, params, x, y, mask, seed=4)
-    assert gradient_error(module, params, x, y, mask, state) < TOL
+    assert gradient_errors(module, params, x, y, mask, state) < TOL
 
 
 def test_reverse_gradients_when_padding_lies_between_steps():
@@ -212,7 +189,7 @@ def test_reverse_gradients_when_padding_lies_between_steps():
     mask = np.ones((3, 6))
     mask[1, 1] = mask[2, 0] = mask[2, 3] = mask[1, 5] = 0
     state = initial_state(module, params, x, y, mask, seed=6)
-    assert gradient_error(module, params, x, y, mask, state) < TOL
+    assert gradient_errors(module, params, x, y, mask, state) < TOL
 
 
 # --- packed-sequence semantics ------------------------------------------------------------

@@ -193,11 +193,17 @@ def maxpool2d_forward(x, kernel, stride):
         win = xt[:, :Ho * kh, :Wo * kw].reshape(C, Ho, kh, Wo, kw, B).transpose(0, 1, 3, 5, 2, 4)
     else:
         win = sliding_window_view(xt, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
-    # Scan the window offsets in row-major order with element-wise ops over whole
-    # planes (a max/argmax over the tiny trailing window axes is ~20x slower).
-    # Only a strictly greater value moves the argmax, so ties keep the first
-    # maximum.  Offsets grow during the scan, so "arg = max(arg, o * greater)"
-    # records the latest strict improvement (~40x faster than masked assignment).
+    out, arg = window_first_max(win, kh, kw)
+    return out.transpose(3, 0, 1, 2), (arg, x.shape, kernel, stride)
+
+
+def window_first_max(win, kh, kw):
+    """(each window's maximum, the row-major offset of its first maximum) of windows
+    `win` (..., kh, kw).  Scans the offsets with element-wise ops over whole planes (a
+    max/argmax over the tiny trailing window axes is ~20x slower).  Only a strictly
+    greater value moves the argmax, so ties keep the first maximum.  Offsets grow
+    during the scan, so "arg = max(arg, o * greater)" records the latest strict
+    improvement (~40x faster than masked assignment)."""
     arg_type = np.min_scalar_type(kh * kw - 1)
     out = win[..., 0, 0].copy()
     arg = np.zeros(out.shape, dtype=arg_type)
@@ -206,7 +212,7 @@ def maxpool2d_forward(x, kernel, stride):
         greater = plane > out
         np.maximum(out, plane, out=out)
         np.maximum(arg, greater * arg_type.type(o), out=arg)
-    return out.transpose(3, 0, 1, 2), (arg, x.shape, kernel, stride)
+    return out, arg
 
 
 def maxpool2d_backward(dout, saved):

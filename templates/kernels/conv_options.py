@@ -118,15 +118,7 @@ def maxpool2d_padded_forward(x, kernel, stride, padding, dilation, ceil_mode):
     Ho, Wo = pool_out_hw(x.shape, kernel, stride, padding, dilation, ceil_mode)
     xp = pool_padded_batch_last(x, kernel, stride, padding, dilation, (Ho, Wo), -np.inf)
     win = dilated_windows(xp, kernel, stride, dilation)[:, :Ho, :Wo]
-    # the first maximum in row-major order, as in conv.py's maxpool2d_forward
-    arg_type = np.min_scalar_type(kh * kw - 1)
-    out = win[..., 0, 0].copy()
-    arg = np.zeros(out.shape, dtype=arg_type)
-    for o in range(1, kh * kw):
-        plane = win[..., o // kw, o % kw]
-        greater = plane > out
-        np.maximum(out, plane, out=out)
-        np.maximum(arg, greater * arg_type.type(o), out=arg)
+    out, arg = window_first_max(win, kh, kw)     # conv.py: ties keep the first maximum
     return out.transpose(3, 0, 1, 2), (arg, x.shape, xp.shape, kernel, stride, padding, dilation)
 
 
