@@ -21,6 +21,10 @@ layer name to another module path.
     lstm             nn.LSTM    rows [i, f, g, o] of weight_ih_lk / weight_hh_lk
                                                         W_xi W_xf W_xc W_xo, W_hi ...
     recurrent (GRU)  nn.GRU     rows [r, z, n]          as named in the equations
+    batchnorm        nn.BatchNorm1d (a (B, F) input) / nn.BatchNorm2d (B, C, H, W):
+                     weight, bias, running_mean, running_var, num_batches_tracked
+                                                        gamma, beta, and the buffers
+                                                        running_mean, running_var
 
 A stacked layer (`layers: 2`: lstm1, lstm2) is one PyTorch module with
 `num_layers=2` (suffixes _l0, _l1), and the `bwd` direction of a bidirectional
@@ -29,7 +33,18 @@ PyTorch two (bias_ih and bias_hh), `from_torch` sums them and `to_torch` puts
 the sum in bias_ih and zeros in bias_hh: the same function, not the same
 numbers.  Every other entry maps one to one.  A cell that computes something
 PyTorch has no layer for (an LSTM with peepholes, Cho's GRU with
-W_hn @ (r * h_prev)) is refused, never mapped approximately.
+W_hn @ (r * h_prev), a reverse-only recurrent layer) is refused, never mapped
+approximately.
+
+Batch norm's running statistics are buffers: `from_torch` returns them in the
+params dict beside the parameters (the module's functions read them there) and
+`to_torch` writes them back.  PyTorch's `num_batches_tracked` counter changes
+nothing with a numeric momentum (bpcompile's is always one): `from_torch`
+accepts it or its absence and ignores its value, `to_torch` writes a 0-d int64
+0 so that a strict `load_state_dict` takes the dict.  Give nn.BatchNorm the
+spec's eps and momentum; they are not in a state_dict.  Layers without
+parameters (activations, dropout, pools, lrn, flatten) have no keys, but with
+`sequential=True` each takes its index, as its nn module does in nn.Sequential.
 """
 
 import textwrap
@@ -46,7 +61,13 @@ LSTM_GATES = ("i", "f", "c", "o")          # PyTorch's order [i, f, g, o]; g is 
 GRU_GATES = ("r", "z", "n")                # PyTorch's order
 RECURRENT_KINDS = ("rnn", "lstm", "recurrent")
 TORCH_CLASSES = {"linear": "nn.Linear", "conv2d": "nn.Conv2d", "embedding": "nn.Embedding",
-                 "rnn": "nn.RNN", "lstm": "nn.LSTM", "recurrent": "nn.GRU"}
+                 "rnn": "nn.RNN", "lstm": "nn.LSTM", "recurrent": "nn.GRU",
+                 "batchnorm": "nn.BatchNorm2d"}    # nn.BatchNorm1d on a (B, F) input
+BATCHNORM_BUFFERS = (("running_mean", "running_mean"), ("running_var", "running_var"))
+COUNTER = "num_batches_tracked"            # PyTorch's batch norm counter (0-d int64)
+REVERSE_ONLY = ("no PyTorch module computes a reverse-only {kind} (nn.{torch} runs forward, or "
+                "both ways with bidirectional=True); use direction: bidirectional, or a forward "
+                "layer over sequences you flip yourself")
 
 
 @dataclass(frozen=True)
@@ -65,16 +86,24 @@ class Block:
 
 
 class TorchNames(dict):
-    """bpcompile parameter key -> tuple of Blocks whose sum is that parameter.
+    """bpcompile key -> tuple of Blocks whose sum is that entry of the params dict
+    (the parameters, then batch norms' buffers).
 
     `torch_shapes` lists every key of the PyTorch state_dict with its shape, in
-    the order PyTorch gives them; `modules` names the PyTorch module of each
-    layer (`{"lstm1": ("nn.LSTM", "lstm1")}`); `dtype` is the module's."""
+    the order PyTorch gives them; `param_shapes` and `buffer_shapes` are the
+    module's PARAMS and BUFFERS; `torch_buffers` the state_dict keys that are
+    buffers, not parameters (no gradient); `counters` the num_batches_tracked
+    keys among them; `modules` names the PyTorch module of each layer
+    (`{"lstm1": ("nn.LSTM", "lstm1")}`); `dtype` is the module's."""
 
-    def __init__(self, sources, param_shapes, torch_shapes, modules, dtype, stacks):
+    def __init__(self, sources, param_shapes, torch_shapes, modules, dtype, stacks,
+                 buffer_shapes=None, torch_buffers=(), counters=()):
         super().__init__(sources)
         self.param_shapes = param_shapes
+        self.buffer_shapes = dict(buffer_shapes or {})
         self.torch_shapes = torch_shapes
+        self.torch_buffers = tuple(torch_buffers)
+        self.counters = tuple(counters)
         self.modules = modules
         self.dtype = np.dtype(dtype)
         self.stacks = stacks
@@ -108,18 +137,35 @@ def torch_names(spec, *, sequential=False, prefix="", rename=None):
         mapper = _MAPPERS[layer.kind]
         mapper(model, layer, scans, modules[layer.name][1], sources, torch_shapes)
     param_shapes = {p.key: tuple(p.shape) for p in model.params}
-    ordered = {key: sources[key] for key in param_shapes}
+    buffer_shapes = {b.key: tuple(b.shape) for b in model.buffers}
+    ordered = {key: sources[key] for key in _layer_order(param_shapes, buffer_shapes)}
+    torch_buffers = [blocks[0].key for key, blocks in ordered.items() if key in buffer_shapes]
+    counters = [key for key in torch_shapes if key.endswith("." + COUNTER)]
     return TorchNames(ordered, param_shapes, torch_shapes, modules, dtype,
-                      [list(group) for group in model.stacks])
+                      [list(group) for group in model.stacks], buffer_shapes,
+                      torch_buffers + counters, counters)
+
+
+def _layer_order(param_shapes, buffer_shapes):
+    """The params dict's keys, each layer's buffers right after its parameters."""
+    keys = list(param_shapes)
+    for buffer in buffer_shapes:
+        layer = buffer.rsplit(".", 1)[0] + "."
+        last = max(i for i, key in enumerate(keys) if key.startswith(layer))
+        keys.insert(last + 1, buffer)
+    return keys
 
 
 def from_torch(spec, state_dict, **options):
     """A PyTorch state_dict (NumPy arrays) -> bpcompile params, cast to the module's
-    DTYPE.  Missing or extra keys and wrong shapes raise ValueError naming the key.
+    DTYPE, with batch norms' running statistics (BUFFERS) among them; a batch
+    norm's num_batches_tracked may be there or not and is ignored.  Missing or
+    extra keys and wrong shapes raise ValueError naming the key.
     `options` are torch_names' (sequential, prefix, rename); `spec` may also be
     what torch_names returned."""
     names = _names(spec, options)
-    arrays = _checked(state_dict, names.torch_shapes, "state_dict", "the PyTorch model")
+    arrays = _checked(state_dict, names.torch_shapes, "state_dict", "the PyTorch model",
+                      optional=names.counters)
     params = {}
     for key, blocks in names.items():
         total = blocks[0].of(arrays[blocks[0].key]).astype(np.float64)
@@ -135,16 +181,22 @@ def to_torch(spec, params, *, grad=False, dtype=None, **options):
     """bpcompile params -> a PyTorch state_dict of NumPy arrays (in PyTorch's key
     order, at `dtype`, by default the module's DTYPE).  A parameter that is a sum
     of two PyTorch tensors goes into the first (bias_ih) and the other is zero.
+    `params` holds the module's BUFFERS too (a batch norm's running statistics);
+    a batch norm's num_batches_tracked is a 0-d int64 0.
 
-    grad=True maps gradients instead: the gradient of a sum reaches each of its
-    terms, so a summed bias's gradient goes to both bias_ih and bias_hh, as
-    PyTorch's autograd gives them."""
+    grad=True maps gradients instead (a dict with PARAMS' keys, as value_and_grad
+    gives): the gradient of a sum reaches each of its terms, so a summed bias's
+    gradient goes to both bias_ih and bias_hh, as PyTorch's autograd gives them;
+    the result has the keys of model.named_parameters(), no buffers."""
     names = _names(spec, options)
-    arrays = _checked(params, names.param_shapes, "params", "the spec")
+    shapes = names.param_shapes if grad else {**names.param_shapes, **names.buffer_shapes}
+    arrays = _checked(params, shapes, "grads" if grad else "params", "the spec")
     dtype = np.dtype(dtype or names.dtype)
-    state = {key: np.zeros(shape, dtype=dtype) for key, shape in names.torch_shapes.items()}
-    for key, blocks in names.items():
-        for block in blocks if grad else blocks[:1]:
+    state = {key: np.zeros(shape, dtype=np.int64 if key in names.counters else dtype)
+             for key, shape in names.torch_shapes.items()
+             if not (grad and key in names.torch_buffers)}
+    for key in shapes:
+        for block in names[key] if grad else names[key][:1]:
             block.of(state[block.key])[...] = arrays[key]
     return state
 
@@ -230,9 +282,20 @@ def _module_paths(model, sequential, prefix, rename):
             raise ValueError(f"rename[{name!r}]: expected a module path (a non-empty str)")
     paths = {}
     for layer in with_params:
+        # layer.index counts every entry of `layers:` (activations, dropout, pools, lrn,
+        # flatten), each of which is one module of nn.Sequential
         path = rename.get(layer.name, str(layer.index - 1) if sequential else layer.name)
-        paths[layer.name] = (TORCH_CLASSES[layer.kind], prefix + path)
+        paths[layer.name] = (_torch_class(model, layer), prefix + path)
     return paths
+
+
+def _torch_class(model, layer):
+    """The PyTorch class of a layer; batch norm's depends on its input's rank."""
+    if layer.kind != "batchnorm":
+        return TORCH_CLASSES[layer.kind]
+    node = next(node for node in model.graph.nodes.values()
+                if node.op == "batchnorm" and node.line == layer.index)
+    return "nn.BatchNorm1d" if len(node.shape) == 2 else "nn.BatchNorm2d"
 
 
 def _layer_scans(model):
@@ -252,6 +315,10 @@ def _layer_scans(model):
             prefix, params = next(cursor)
             yield layer, [(prefix, 0, False, params)]
             continue
+        if layer.options.get("direction") == "reverse":
+            torch = TORCH_CLASSES[layer.kind].split(".")[1]
+            kind = "GRU" if layer.kind == "recurrent" else torch.upper()
+            raise model.error(layer, REVERSE_ONLY.format(kind=kind, torch=torch), "direction")
         directions = (False, True) if layer.options.get("bidirectional") else (False,)
         scans = []
         for k in range(layer.options.get("layers", 1)):
@@ -272,6 +339,19 @@ def _whole_tensors(suffixes):
                 torch_shapes[key] = tuple(params[ours].shape)
                 sources[params[ours].key] = (Block(key),)
     return mapper
+
+
+def _batchnorm(model, layer, scans, module, sources, torch_shapes):
+    """weight, bias, running_mean, running_var, num_batches_tracked, PyTorch's order."""
+    _whole_tensors((("gamma", "weight"), ("beta", "bias")))(model, layer, scans, module,
+                                                            sources, torch_shapes)
+    (_, _, _, params), = scans
+    size = params["gamma"].shape
+    for ours, theirs in BATCHNORM_BUFFERS:
+        key = f"{module}.{theirs}"
+        torch_shapes[key] = tuple(size)
+        sources[f"{layer.name}.{ours}"] = (Block(key),)
+    torch_shapes[f"{module}.{COUNTER}"] = ()
 
 
 def _rnn(model, layer, scans, module, sources, torch_shapes):
@@ -335,6 +415,7 @@ _MAPPERS = {
     "rnn": _rnn,
     "lstm": _lstm,
     "recurrent": _gru,
+    "batchnorm": _batchnorm,
 }
 
 
@@ -513,11 +594,12 @@ def _check_gru_counts(roles):
 
 # --- arrays -------------------------------------------------------------------------------
 
-def _checked(arrays, shapes, what, owner):
-    """arrays[key] as float arrays of the expected shapes; ValueError naming a bad key."""
+def _checked(arrays, shapes, what, owner, optional=()):
+    """arrays[key] as float arrays of the expected shapes; ValueError naming a bad key.
+    The `optional` keys may be absent."""
     if not isinstance(arrays, dict):
         raise ValueError(f"{what}: expected a dict of arrays, got {type(arrays).__name__}")
-    missing = [key for key in shapes if key not in arrays]
+    missing = [key for key in shapes if key not in arrays and key not in optional]
     extra = [key for key in arrays if key not in shapes]
     if missing:
         raise ValueError(f"{what}: missing {_keys(missing)} (expected by {owner})")
@@ -526,6 +608,8 @@ def _checked(arrays, shapes, what, owner):
                          f"its keys are {_keys(list(shapes))})")
     checked = {}
     for key, shape in shapes.items():
+        if key not in arrays:
+            continue
         value = np.asarray(arrays[key])
         if value.dtype.kind not in "fiu":
             raise ValueError(f"{what}[{key!r}]: expected a float array, got {value.dtype} values")

@@ -1,5 +1,6 @@
-"""From and to PyTorch without PyTorch: the forward passes of nn.Linear, nn.Conv2d,
-nn.MaxPool2d, nn.Embedding, nn.RNN, nn.LSTM and nn.GRU written here in NumPy
+"""From and to PyTorch without PyTorch: the forward passes of nn.Linear, nn.Conv2d
+(with groups and dilation), nn.MaxPool2d, nn.AvgPool2d, nn.LocalResponseNorm,
+nn.BatchNorm1d/2d, nn.Embedding, nn.RNN, nn.LSTM and nn.GRU written here in NumPy
 from PyTorch's documentation, evaluated on a random state_dict, give the same
 loss as the generated module on from_torch(state_dict) (float64, 1e-10)."""
 
@@ -40,6 +41,48 @@ def torch_conv2d(x, weight, bias, stride, padding):
             window = xp[:, :, i * sh:i * sh + kh, j * sw:j * sw + kw]
             out[:, :, i, j] = np.einsum("nchw,ochw->no", window, weight)
     return out if bias is None else out + bias[None, :, None, None]
+
+
+def torch_conv2d_grouped(x, weight, bias, padding, dilation, groups):
+    """nn.Conv2d(groups=g, dilation=d), stride 1: output channel j reads the input
+    channels of its group, weight (out, in / g, kh, kw), kernel taps d apart."""
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    out_c, in_per_group, kh, kw = weight.shape
+    oh, ow = xp.shape[2] - dilation * (kh - 1), xp.shape[3] - dilation * (kw - 1)
+    out = np.zeros((len(x), out_c, oh, ow))
+    per_group = out_c // groups
+    for j in range(out_c):
+        channels = slice((j // per_group) * in_per_group, (j // per_group + 1) * in_per_group)
+        for a in range(kh):
+            for b in range(kw):
+                taps = xp[:, channels, a * dilation:a * dilation + oh, b * dilation:b * dilation + ow]
+                out[:, j] += np.einsum("nchw,c->nhw", taps, weight[j, :, a, b])
+    return out + bias[None, :, None, None]
+
+
+def torch_batchnorm(x, weight, bias, running_mean, running_var, eps, train):
+    """nn.BatchNorm1d/2d: y = (x - E[x]) / sqrt(Var[x] + eps) * gamma + beta per channel
+    (axis 1); train mode uses the batch's mean and biased variance, eval mode the
+    running statistics."""
+    axes = (0,) + tuple(range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    mean, var = (x.mean(axis=axes), x.var(axis=axes)) if train else (running_mean, running_var)
+    return ((x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps) * weight.reshape(shape)
+            + bias.reshape(shape))
+
+
+def torch_avgpool2d(x, kernel):
+    """nn.AvgPool2d(kernel) on sizes the kernel divides."""
+    n, c, height, width = x.shape
+    return x.reshape(n, c, height // kernel, kernel, width // kernel, kernel).mean(axis=(3, 5))
+
+
+def torch_lrn(x, size, alpha=1e-4, beta=0.75, k=1.0):
+    """nn.LocalResponseNorm: b_c = a_c / (k + alpha / n * sum of a_c'^2 over the n
+    channels c - n//2 .. c + (n-1)//2, zero outside)."""
+    squares = np.pad(x * x, ((0, 0), (size // 2, (size - 1) // 2), (0, 0), (0, 0)))
+    sums = sum(squares[:, i:i + x.shape[1]] for i in range(size))
+    return x / (k + alpha / size * sums) ** beta
 
 
 def torch_maxpool2d(x, kernel, stride):
@@ -226,6 +269,82 @@ loss: softmax_cross_entropy
 """
 
 
+# batch norm after a grouped dilated convolution and after a linear layer, with the
+# layers without parameters that nn.Sequential counts (relu, dropout, pool, lrn, flatten)
+BATCHNORM = """
+name: bn
+dtype: float64
+input: [4, 8, 8]
+layers:
+  - conv2d: {out_channels: 6, kernel: 3, groups: 2, dilation: 2, padding: 1}
+  - batchnorm: {eps: 0.001, momentum: 0.2}
+  - relu
+  - dropout: 0.25
+  - avgpool2d: {kernel: 2}
+  - lrn: {size: 3}
+  - flatten
+  - linear: 5
+  - batchnorm
+  - tanh
+  - linear: 3
+loss: softmax_cross_entropy
+"""
+
+# ... without dropout, so that train mode is deterministic; global average pooling
+BATCHNORM_TRAIN = """
+name: bn_train
+dtype: float64
+input: [6, 6, 6]
+layers:
+  - conv2d: {out_channels: 6, kernel: 3, groups: 3, dilation: 2}
+  - batchnorm: {momentum: 0.3}
+  - relu
+  - global_avgpool2d
+  - flatten
+  - linear: 5
+  - batchnorm
+  - linear: 3
+loss: softmax_cross_entropy
+"""
+
+
+def batchnorm_state_dict(names, seed=0):
+    """A random state_dict whose running variances are positive, as PyTorch's are."""
+    sd = random_state_dict(names, seed)
+    for key in sd:
+        if key.endswith("running_var"):
+            sd[key] = np.abs(sd[key]) + 0.5
+        elif key.endswith("num_batches_tracked"):
+            sd[key] = np.array(7, dtype=np.int64)
+    return sd
+
+
+def batchnorm_net_logits(sd, x):
+    """BATCHNORM's forward pass in eval mode (dropout is the identity)."""
+    a = torch_conv2d_grouped(x, sd["0.weight"], sd["0.bias"], padding=1, dilation=2, groups=2)
+    a = np.maximum(torch_batchnorm(a, *(sd[f"1.{k}"] for k in BN_KEYS), eps=1e-3, train=False), 0)
+    a = torch_lrn(torch_avgpool2d(a, 2), 3)
+    a = torch_linear(a.reshape(len(a), -1), sd["7.weight"], sd["7.bias"])
+    a = np.tanh(torch_batchnorm(a, *(sd[f"8.{k}"] for k in BN_KEYS), eps=1e-5, train=False))
+    return torch_linear(a, sd["10.weight"], sd["10.bias"])
+
+
+def batchnorm_train_loss(sd, x, y, inputs=None):
+    """BATCHNORM_TRAIN's loss in train mode: batch statistics.  `inputs` (a list)
+    receives the two batch norms' inputs."""
+    inputs = [] if inputs is None else inputs
+    a = torch_conv2d_grouped(x, sd["0.weight"], sd["0.bias"], padding=0, dilation=2, groups=3)
+    inputs.append(a)
+    a = np.maximum(torch_batchnorm(a, *(sd[f"1.{k}"] for k in BN_KEYS), eps=1e-5, train=True), 0)
+    a = torch_linear(a.mean(axis=(2, 3)), sd["5.weight"], sd["5.bias"])
+    inputs.append(a)
+    a = torch_batchnorm(a, *(sd[f"6.{k}"] for k in BN_KEYS), eps=1e-5, train=True)
+    return cross_entropy(torch_linear(a, sd["7.weight"], sd["7.bias"]), y)
+
+
+BN_KEYS = ("weight", "bias", "running_mean", "running_var")
+
+
 def sequence_batch(vocab=None, features=3, seed=1):
     rng = np.random.default_rng(seed)
     x = rng.integers(0, vocab, size=(3, 6)) if vocab else rng.normal(size=(3, 6, features))
@@ -330,6 +449,139 @@ def test_gru_without_biases_is_nn_gru_with_bias_false(tmp_path):
     a = torch_recurrent(gru_cell, 1, x, sd, "recurrent1", 4, 1, False)
     reference = cross_entropy(torch_linear(a, sd["linear1.weight"], sd["linear1.bias"]), y)
     assert abs(loss(module, from_torch(path, sd), x, y) - reference) < 1e-10
+
+
+def test_grouped_dilated_conv_weights_are_pytorchs(tmp_path):
+    path, module = build(tmp_path, """
+name: gconv
+dtype: float64
+input: [6, 8, 8]
+layers:
+  - conv2d: {out_channels: 4, kernel: [3, 2], groups: 2, dilation: 2, padding: 1}
+  - flatten
+  - linear: 3
+loss: softmax_cross_entropy
+""")
+    names = torch_names(path, sequential=True)
+    assert names.torch_shapes["0.weight"] == (4, 3, 3, 2)        # (out, in / groups, kh, kw)
+    sd = random_state_dict(names)
+    rng = np.random.default_rng(8)
+    x, y = rng.normal(size=(3, 6, 8, 8)), rng.integers(0, 3, size=3)
+    a = torch_conv2d_grouped(x, sd["0.weight"], sd["0.bias"], padding=1, dilation=2, groups=2)
+    reference = cross_entropy(torch_linear(a.reshape(len(a), -1), sd["2.weight"], sd["2.bias"]), y)
+    assert abs(loss(module, from_torch(names, sd), x, y) - reference) < 1e-10
+
+
+def test_batchnorm_net_matches_pytorchs_eval_forward(tmp_path):
+    path, module = build(tmp_path, BATCHNORM)
+    names = torch_names(path, sequential=True)
+    # nn.Sequential's indices: relu, dropout, avgpool, lrn, flatten and tanh count
+    bn = {f"{k}.{key}": (6 if k == 1 else 5,) for k in (1, 8) for key in BN_KEYS}
+    assert names.torch_shapes == {
+        "0.weight": (6, 2, 3, 3), "0.bias": (6,),
+        **{k: v for k, v in bn.items() if k.startswith("1.")}, "1.num_batches_tracked": (),
+        "7.weight": (5, 54), "7.bias": (5,),
+        **{k: v for k, v in bn.items() if k.startswith("8.")}, "8.num_batches_tracked": (),
+        "10.weight": (3, 5), "10.bias": (3,)}
+    assert list(names.torch_shapes)[2:7] == ["1.weight", "1.bias", "1.running_mean",
+                                             "1.running_var", "1.num_batches_tracked"]
+    assert names.modules["batchnorm1"] == ("nn.BatchNorm2d", "1")
+    assert names.modules["batchnorm2"] == ("nn.BatchNorm1d", "8")
+    sd = batchnorm_state_dict(names)
+    params = from_torch(names, sd)
+    assert set(params) == set(module.PARAMS) | set(module.BUFFERS)
+    np.testing.assert_array_equal(params["batchnorm2.running_var"], sd["8.running_var"])
+    x = np.random.default_rng(9).normal(size=(5, 4, 8, 8))
+    expected = batchnorm_net_logits(sd, x)
+    np.testing.assert_allclose(module.predict(params, x, logits=True), expected, rtol=0, atol=1e-10)
+    # eval mode is predict's: the running statistics, not the batch's, and no dropout
+    J, _ = module.forward(params, x, np.arange(5) % 3, train=False)
+    assert abs(J - cross_entropy(expected, np.arange(5) % 3)) < 1e-10
+
+
+def test_batchnorm_train_mode_loss_statistics_and_gradients(tmp_path):
+    path, module = build(tmp_path, BATCHNORM_TRAIN)
+    names = torch_names(path, sequential=True)
+    assert {"1.running_var", "6.num_batches_tracked", "7.bias"} <= set(names.torch_shapes)
+    sd = batchnorm_state_dict(names, seed=2)
+    rng = np.random.default_rng(10)
+    x, y = rng.normal(size=(4, 6, 6, 6)), rng.integers(0, 3, size=4)
+    params = from_torch(names, sd)
+    inputs = []
+    reference = batchnorm_train_loss(sd, x, y, inputs)
+    J, grads = module.value_and_grad(params, x, y)          # train mode; updates the buffers
+    assert abs(J - reference) < 1e-10
+    # PyTorch's update: r = (1 - momentum) r + momentum * batch statistic (unbiased variance)
+    for k, (a, momentum) in zip((1, 6), zip(inputs, (0.3, 0.1))):
+        axes = (0,) + tuple(range(2, a.ndim))
+        mean, var = a.mean(axis=axes), a.var(axis=axes, ddof=1)
+        got = to_torch(names, params)
+        np.testing.assert_allclose(got[f"{k}.running_mean"], (1 - momentum) * sd[f"{k}.running_mean"]
+                                   + momentum * mean, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(got[f"{k}.running_var"], (1 - momentum) * sd[f"{k}.running_var"]
+                                   + momentum * var, rtol=0, atol=1e-12)
+    mapped = to_torch(names, grads, grad=True)
+    assert not any("running" in key or "num_batches" in key for key in mapped)
+    step = 1e-6
+    for key, index in [("1.weight", 2), ("1.bias", 4), ("6.weight", 1), ("6.bias", 3),
+                       ("0.weight", (4, 1, 2, 0)), ("5.weight", (2, 3))]:
+        plus, minus = dict(sd), dict(sd)
+        plus[key], minus[key] = sd[key].copy(), sd[key].copy()
+        plus[key][index] += step
+        minus[key][index] -= step
+        numeric = (batchnorm_train_loss(plus, x, y) - batchnorm_train_loss(minus, x, y)) / (2 * step)
+        assert abs(mapped[key][index] - numeric) < 1e-7, key
+
+
+def test_batchnorm_buffers_round_trip_and_the_counter(tmp_path):
+    path, module = build(tmp_path, BATCHNORM)
+    names = torch_names(path)
+    assert names.exact()
+    assert names.buffer_shapes == {key: tuple(shape) for key, shape in module.BUFFERS.items()}
+    assert names.param_shapes == {key: tuple(shape) for key, shape in module.PARAMS.items()}
+    assert [str(b) for b in names["batchnorm1.running_var"]] == ["batchnorm1.running_var"]
+    assert "batchnorm2.running_mean  batchnorm2.running_mean" in names.table()
+    sd = batchnorm_state_dict(names)
+    back = to_torch(names, from_torch(names, sd))
+    assert list(back) == list(sd)
+    for key in sd:
+        if key.endswith("num_batches_tracked"):    # ignored by from_torch; 0 for load_state_dict
+            assert back[key].shape == () and back[key].dtype == np.int64 and back[key] == 0
+        else:
+            np.testing.assert_array_equal(back[key], sd[key])
+    without_counter = {k: v for k, v in sd.items() if not k.endswith("num_batches_tracked")}
+    params = from_torch(names, without_counter)
+    assert all(np.array_equal(params[k], v) for k, v in from_torch(names, sd).items())
+    with pytest.raises(ValueError, match=r"num_batches_tracked'\]: expected shape \(\), got \(1,\)"):
+        from_torch(names, {**sd, "batchnorm1.num_batches_tracked": np.zeros(1, np.int64)})
+    no_buffers = {k: v for k, v in params.items() if k in module.PARAMS}
+    with pytest.raises(ValueError, match="params: missing 'batchnorm1.running_mean'"):
+        to_torch(names, no_buffers)
+    with pytest.raises(ValueError, match="grads: unexpected 'batchnorm1.running_mean'"):
+        to_torch(names, params, grad=True)
+
+
+@pytest.mark.parametrize("layer, kind", [
+    ("lstm: {hidden: 4, direction: reverse}", "LSTM"),
+    ("rnn: {hidden: 4, layers: 2, direction: reverse}", "RNN"),
+    ("recurrent:\n      hidden: 4\n      direction: reverse\n      equations: |\n"
+     "        z = sigmoid(W_xz @ x + W_hz @ h_prev + b_z)\n"
+     "        r = sigmoid(W_xr @ x + W_hr @ h_prev + b_r)\n"
+     "        n = tanh(W_xn @ x + b_xn + r * (W_hn @ h_prev + b_hn))\n"
+     "        h = (1 - z) * n + z * h_prev", "GRU")])
+def test_reverse_only_recurrent_layers_are_refused(tmp_path, layer, kind):
+    """PyTorch has no reverse-only module: nn.LSTM over flipped sequences differs with
+    padding, so no mapping would be exact."""
+    path, _ = build(tmp_path, f"name: rev\ndtype: float64\ninput: [3]\nlayers:\n  - {layer}\n"
+                              "  - linear: 2\nloss: softmax_cross_entropy\n")
+    with pytest.raises(SpecError) as err:
+        torch_names(path)
+    text = str(err.value)
+    assert text.startswith(f"{path}:")
+    assert f"no PyTorch module computes a reverse-only {kind}" in text
+    assert "direction: bidirectional" in text
+    with pytest.raises(SpecError, match="reverse-only"):
+        to_torch(path, {})
 
 
 # --- round trips and gradients ----------------------------------------------------------------

@@ -9,8 +9,8 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 from bpcompile.interop import from_torch, to_torch, torch_names  # noqa: E402
-from test_interop import (CONV, GRU_ONE_BIAS, GRU_TWO_BIASES, LSTM, MLP, RELU_RNN, RNN,  # noqa: E402
-                          build, sequence_batch)
+from test_interop import (BATCHNORM, BATCHNORM_TRAIN, CONV, GRU_ONE_BIAS, GRU_TWO_BIASES,  # noqa: E402
+                          LSTM, MLP, RELU_RNN, RNN, build, sequence_batch)
 
 
 class Stack(nn.Module):
@@ -99,3 +99,71 @@ def test_bpcompile_weights_load_into_pytorch(tmp_path, which):
     model.load_state_dict({k: torch.from_numpy(v) for k, v in to_torch(path, params, **options).items()})
     J, _ = module.value_and_grad(params, x, y)
     assert abs(J - torch_loss_and_grads(model, x, y)[0]) < 1e-8
+
+
+# --- batch norm: eval mode (predict) and train mode (batch statistics, running updates) --------
+
+def batchnorm_model():
+    """BATCHNORM as nn.Sequential: every layer of the spec one module, in order."""
+    return nn.Sequential(
+        nn.Conv2d(4, 6, 3, padding=1, dilation=2, groups=2), nn.BatchNorm2d(6, eps=1e-3, momentum=0.2),
+        nn.ReLU(), nn.Dropout(0.25), nn.AvgPool2d(2), nn.LocalResponseNorm(3), nn.Flatten(),
+        nn.Linear(54, 5), nn.BatchNorm1d(5), nn.Tanh(), nn.Linear(5, 3)).double()
+
+
+def batchnorm_train_model():
+    return nn.Sequential(
+        nn.Conv2d(6, 6, 3, dilation=2, groups=3), nn.BatchNorm2d(6, momentum=0.3), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 5), nn.BatchNorm1d(5),
+        nn.Linear(5, 3)).double()
+
+
+def with_running_statistics(model, seed):
+    """Running statistics other than the initial zeros and ones, as after training."""
+    generator = torch.Generator().manual_seed(seed)
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.running_mean.copy_(torch.randn(module.num_features, generator=generator,
+                                                  dtype=torch.float64))
+            module.running_var.copy_(torch.rand(module.num_features, generator=generator,
+                                                dtype=torch.float64) + 0.5)
+            module.num_batches_tracked.fill_(12)
+    return model
+
+
+def test_batchnorm_eval_mode_matches_pytorch_both_ways(tmp_path):
+    path, module = build(tmp_path, BATCHNORM)
+    torch.manual_seed(2)
+    model = with_running_statistics(batchnorm_model(), 3).eval()
+    names = torch_names(path, sequential=True)
+    assert set(names.torch_shapes) == set(model.state_dict())
+    params = from_torch(names, {k: v.numpy() for k, v in model.state_dict().items()})
+    x = np.random.default_rng(4).normal(size=(5, 4, 8, 8))
+    with torch.no_grad():
+        expected = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(module.predict(params, x, logits=True), expected, rtol=0, atol=1e-10)
+    ported = batchnorm_model().eval()                  # strict: num_batches_tracked must be there
+    ported.load_state_dict({k: torch.from_numpy(v) for k, v in to_torch(names, params).items()})
+    with torch.no_grad():
+        np.testing.assert_allclose(ported(torch.from_numpy(x)).numpy(), expected, rtol=0, atol=1e-12)
+
+
+def test_batchnorm_train_mode_matches_pytorch(tmp_path):
+    path, module = build(tmp_path, BATCHNORM_TRAIN)
+    torch.manual_seed(5)
+    model = with_running_statistics(batchnorm_train_model(), 6).train()
+    names = torch_names(path, sequential=True)
+    params = from_torch(names, {k: v.numpy() for k, v in model.state_dict().items()})
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(4, 6, 6, 6)), rng.integers(0, 3, size=4)
+    J, grads = module.value_and_grad(params, x, y)     # train mode, running statistics updated
+    expected_J, expected_grads = torch_loss_and_grads(model, x, y)
+    assert abs(J - expected_J) < 1e-10
+    mapped = to_torch(names, grads, grad=True)
+    assert set(mapped) == set(expected_grads)
+    for key, g in expected_grads.items():
+        np.testing.assert_allclose(mapped[key], g, rtol=0, atol=1e-10, err_msg=key)
+    updated = to_torch(names, params)
+    for key, value in model.state_dict().items():
+        if "running" in key:
+            np.testing.assert_allclose(updated[key], value.numpy(), rtol=0, atol=1e-12, err_msg=key)
