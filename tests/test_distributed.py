@@ -420,3 +420,66 @@ def test_train_api_two_ranks_equal_one_process(tmp_path):
     for key in module.PARAMS:
         np.testing.assert_allclose(got[key], params[key], rtol=0, atol=1e-12, err_msg=key)
     assert abs(float(got["loss"]) - history[-1]["test_loss"]) < 1e-12
+
+
+BATCHNORM = ("name: bn\ninput: 6\ndtype: float64\nlayers:\n  - linear: 5\n  - batchnorm: {}\n"
+             "  - tanh\n  - linear: 3\nloss: softmax_cross_entropy\n")
+
+
+def _batchnorm_reference(module, x, y, epochs, batch_size, lr, seed=0):
+    """Two ranks written out here: each global batch cut by shard(), each shard's gradient
+    in train mode on its own copy of the running statistics, the gradients summed with
+    the shards' shares as weights, one sgd_update, the statistics averaged by share."""
+    from bpcompile.training.distributed import shard
+    params, state = module.init_params(seed), {}
+    for epoch in range(1, epochs + 1):
+        order = np.random.default_rng(seed + epoch).permutation(len(x))
+        for start in range(0, len(x), batch_size):
+            batch = order[start:start + batch_size]
+            total, buffers = None, {k: 0.0 for k in module.BUFFERS}
+            for rank in (0, 1):
+                part = batch[shard(len(batch), rank, 2)]
+                share = len(part) / len(batch)
+                own = {k: v.copy() for k, v in params.items()}
+                _, grads = module.value_and_grad(own, x[part], y[part], train=True)
+                total = {k: share * g + (0 if total is None else total[k]) for k, g in grads.items()}
+                buffers = {k: buffers[k] + share * own[k] for k in buffers}
+            module.sgd_update(params, total, state, lr)
+            for k in buffers:
+                params[k][...] = buffers[k]
+    return params
+
+
+@needs_mpi
+def test_batch_norm_two_ranks_average_the_running_statistics_after_every_step(capsys, tmp_path):
+    spec, module = _compile(tmp_path, BATCHNORM)
+    x, y = _examples(30, seed=6)
+    data = tmp_path / "d.npz"
+    np.savez(data, x_train=x[:24], y_train=y[:24], x_test=x[24:], y_test=y[24:])
+    status, out, err = _mpirun(*_bpcompile(), "train", spec, "--data", data, "--epochs", 2,
+                               "--batch-size", 8, "--lr", 0.2, "--quiet", "--save",
+                               tmp_path / "two.npz", cwd=tmp_path)
+    assert status == 0, err
+    expected = _batchnorm_reference(module, x[:24], y[:24], epochs=2, batch_size=8, lr=0.2)
+    two = np.load(tmp_path / "two.npz")
+    for key in expected:
+        np.testing.assert_allclose(two[key], expected[key], rtol=0, atol=1e-12, err_msg=key)
+    assert np.abs(two["batchnorm1.running_mean"]).max() > 1e-3      # they moved
+
+
+@needs_mpi
+@pytest.mark.parametrize("options, name", [("{class_weights: [1, 2, 3]}", "class_weights"),
+                                           ("{ignore_index: 1}", "ignore_index"),
+                                           ("{reduction: sum}", "reduction")])
+def test_losses_that_shares_of_examples_cannot_weight_are_refused_under_mpi(tmp_path, options,
+                                                                            name):
+    text = MLP.format(l2=0).replace("loss: softmax_cross_entropy",
+                                    f"loss: {{softmax_cross_entropy: {options}}}")
+    spec, _ = _compile(tmp_path, text)
+    x, y = _examples(20)
+    np.savez(tmp_path / "d.npz", x_train=x[:15], y_train=y[:15], x_test=x[15:], y_test=y[15:])
+    status, out, err = _mpirun(*_bpcompile(), "train", spec, "--data", tmp_path / "d.npz",
+                               "--quiet", cwd=tmp_path)
+    line = text.splitlines().index(next(l for l in text.splitlines() if l.startswith("loss:"))) + 1
+    assert status == 1 and err.count("error:") == 1, err
+    assert f"spec.yaml:{line}:" in err and f"which is not this loss's J with {name}" in err, err

@@ -21,10 +21,11 @@ _METRICS = (("loss", "loss", "{:.4f}"), ("acc", "accuracy", "{:.2%}"), ("rmse", 
 
 
 def run_eval(args):
-    from .train_command import DATA_ERRORS, training_settings
+    from .train_command import DATA_ERRORS, check_trainable_loss, training_settings
     compiled = compile_file(args.spec)
     if compiled.model is None:
         raise SpecError("eval needs a layer spec (with `layers:` and `loss:`)", args.spec, 1, 1)
+    check_trainable_loss(compiled, "eval")
     settings = training_settings(compiled.spec, args)
     module = load_module(compiled.source, compiled.name)
     params, saved = _read_params(args, compiled, module)
@@ -62,14 +63,16 @@ def _is_checkpoint(path):
 
 def _example_scores(compiled, module, args, params):
     from ..training import train
-    from .train_command import _load_examples
+    from .train_command import _load_examples, loss_options
     data = _load_examples(compiled, module, args)
-    x, y = train.prepare_split(module, data[2], data[3], "test", params)
-    return "test examples", len(x), train.score(module, params, x, y)
+    options = loss_options(compiled)
+    x, y = train.prepare_split(module, data[2], data[3], "test", params, options)
+    return "test examples", len(x), train.score(module, params, x, y, loss_options=options)
 
 
 def _sequence_scores(compiled, module, settings, args, params, saved):
-    from .train_command import check_data_for_task, sequence_task
+    from .train_command import check_data_for_task, check_sequence_loss, sequence_task
+    check_sequence_loss(compiled, "eval")
     task = sequence_task(compiled, module, settings)
     check_data_for_task(compiled, settings, task, str(args.data))
     if saved is None or saved.vocab is None:

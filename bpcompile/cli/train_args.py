@@ -21,8 +21,9 @@ batch size 32 and BPTT chunks of 35 steps.
 
 A sequence spec is a language model or a tagger: `train: {task: language_model}`
 or `{task: tagging}` says which; without it, a spec whose last layer has one
-output per vocabulary entry and no bidirectional layer is a language model,
-any other a tagger. A tagger trains on CoNLL-U (.conllu), a language model on
+output per vocabulary entry and only forward recurrent layers (no reverse or
+bidirectional one, which would see the next token) is a language model, any
+other a tagger. A tagger trains on CoNLL-U (.conllu), a language model on
 text (.txt); a mismatch is an error.
 
 Optimizers: --optimizer sgd (the default; with --momentum, --nesterov,

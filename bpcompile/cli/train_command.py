@@ -18,7 +18,8 @@ from ..limits import clip, shorten
 from .output import check_output, is_stdout
 from .train_args import DEFAULTS
 from .train_optim import OPTIMIZER_KEYS, build_optimizer, describe, optimizer_settings, run_config
-from .train_run import Checkpointer, check_resume, load_optimizer_state, load_start, save_path
+from .train_run import (Checkpointer, check_resume, load_optimizer_state, load_start,
+                        run_generator, save_path)
 
 # what reading a data file may raise besides ValueError and OSError
 DATA_ERRORS = (ValueError, OSError, EOFError, KeyError, IndexError, zipfile.BadZipFile, zlib.error)
@@ -152,11 +153,63 @@ def write_outputs(args, history):
 # ---------------------------------------------------------------------------
 # the command
 
+def loss_options(compiled):
+    """The spec's loss options ({} for a loss given by its name alone): `loss:` is a
+    name or {name: {option: value}}, already checked by the compiler."""
+    loss = compiled.spec.get("loss")
+    if isinstance(loss, dict):
+        (_, options), = loss.items()
+        return dict(options or {})
+    return {}
+
+
+def check_trainable_loss(compiled, command):
+    """Refuse a spec that `command` (train, eval) cannot minimize or score: loss: none
+    (the module is a piece of a larger model, with no targets), and reduction: none
+    (J is one loss per example, not a number to minimize or report)."""
+    spec, loss = compiled.spec, compiled.model.loss
+    if loss.name == "none":
+        raise spec.error(f"{command} needs a loss: with loss: none the module returns the "
+                         "network's output (a piece of a larger model) and there is nothing "
+                         "to train against; give softmax_cross_entropy, "
+                         "sigmoid_binary_cross_entropy or mse", "loss")
+    if loss_options(compiled).get("reduction") == "none":
+        raise spec.error(f"{command} needs one number to minimize and report, but reduction: "
+                         "none makes J one loss per example; use reduction: mean (or sum)",
+                         "loss", loss.name, "reduction")
+
+
+def check_parallel_loss(compiled, ranks):
+    """Under MPI each shard's gradient is weighted by its share of the batch's examples,
+    which gives the batch's gradient of a mean over examples (or over their N*K
+    entries) only: refuse the options that weight the terms otherwise."""
+    options = loss_options(compiled)
+    odd = [name for name in ("class_weights", "ignore_index") if name in options]
+    if options.get("reduction") == "sum":
+        odd.append("reduction")
+    if ranks is None or not odd:
+        return
+    raise compiled.spec.error(f"data-parallel training weights each rank's mean loss by its "
+                              f"share of the examples, which is not this loss's J with "
+                              f"{odd[0]}: train it in one process (without mpirun)",
+                              "loss", compiled.model.loss.name, odd[0], key=True)
+
+
+def _reduction_words(compiled):
+    """What a sum reduction does to the step size (said in the run's first line)."""
+    if loss_options(compiled).get("reduction") != "sum":
+        return ""
+    return ("; reduction: sum, so J and its gradient grow with the batch: the lr acts as "
+            "lr * batch size would on the mean")
+
+
 def run_training(args, ranks=None):
     check_outputs(args)
     compiled = compile_file(args.spec)
     if compiled.model is None:
         raise SpecError("train needs a layer spec (with `layers:` and `loss:`)", args.spec, 1, 1)
+    check_trainable_loss(compiled, "train")
+    check_parallel_loss(compiled, ranks)
     settings = training_settings(compiled.spec, args)
     module = load_module(compiled.source, compiled.name)
     if compiled.model.sequence:
@@ -217,20 +270,18 @@ def run_example_training(compiled, module, settings, args, ranks=None):
     run = _prepare_run(compiled, module, settings, args, steps_per_epoch)
     sizes = f"{len(data[0])} train / " + (f"{len(validation[0])} validation / " if validation else "")
     print(f"training {compiled.name} on {args.data}: {sizes}{len(data[2])} test examples, "
-          f"{_run_words(settings, run)}{_parallel_words(ranks, settings)}", flush=True)
+          f"{_run_words(settings, run)}{_parallel_words(ranks, settings)}"
+          f"{_reduction_words(compiled)}", flush=True)
     start = time.perf_counter()
-    optimizer = run.optimizer
-    step = optimizer.step
-    if ranks is not None:
-        from ..training.distributed import example_step
-        step = example_step(module, optimizer.update, ranks)
+    step = _example_step(module, run, ranks)
     try:
         params, history = train.train(module, data, epochs=settings["epochs"], lr=settings["lr"],
                                       batch_size=settings["batch_size"], seed=args.seed,
                                       params=run.start.params, progress=_progress(args),
                                       step=step, start_epoch=run.start.epoch + 1,
                                       on_epoch_end=run.checkpointer, validation=validation,
-                                      keep_best=args.keep_best, ranks=ranks)
+                                      keep_best=args.keep_best, ranks=ranks,
+                                      loss_options=loss_options(compiled), rng=run.rng)
     except ValueError as err:
         raise SpecError(f"training failed: {err}", args.spec, 1, 1) from None
     if history:
@@ -240,12 +291,27 @@ def run_example_training(compiled, module, settings, args, ranks=None):
     return 0
 
 
-class _Run:
-    """The run's start (fresh, --init or --resume), optimizer and checkpointer."""
+def _example_step(module, run, ranks):
+    """The optimizer's step, in train mode with the run's generator for a module with
+    dropout or batch norm; under MPI the data-parallel step."""
+    from ..training.train import mode_keywords
+    if ranks is not None:
+        from ..training.distributed import example_step
+        return example_step(module, run.optimizer.update, ranks, rng=run.rng)
+    keywords = mode_keywords(module, run.rng)
 
-    def __init__(self, start, optimizer, checkpointer, words):
-        self.start, self.optimizer, self.checkpointer, self.words = (
-            start, optimizer, checkpointer, words)
+    def step(params, x, y):
+        return run.optimizer.step(params, x, y, **keywords)
+    return step
+
+
+class _Run:
+    """The run's start (fresh, --init or --resume), optimizer, checkpointer and the
+    generator dropout draws from (None without a train mode)."""
+
+    def __init__(self, start, optimizer, checkpointer, words, rng=None):
+        self.start, self.optimizer, self.checkpointer, self.words, self.rng = (
+            start, optimizer, checkpointer, words, rng)
 
 
 def _prepare_run(compiled, module, settings, args, steps_per_epoch, language_model=False,
@@ -262,10 +328,11 @@ def _prepare_run(compiled, module, settings, args, steps_per_epoch, language_mod
         recorded["seq_len"] = settings["seq_len"]
     check_resume(start, recorded, settings["epochs"], getattr(args, "resume", None))
     load_optimizer_state(optimizer, start, getattr(args, "resume", None))
+    rng = run_generator(module, args.seed, start, getattr(args, "resume", None))
     checkpointer = Checkpointer(args, compiled, optimizer, recorded, start, steps_per_epoch,
-                                vocab=vocab, tags=tags)
+                                vocab=vocab, tags=tags, rng=rng)
     words = describe(optimizer, settings["lr"], steps_per_epoch)
-    return _Run(start, optimizer, checkpointer, words)
+    return _Run(start, optimizer, checkpointer, words, rng)
 
 
 def _run_words(settings, run):
@@ -299,8 +366,12 @@ def _final_scores(record):
 # ---------------------------------------------------------------------------
 # sequences
 
-def _bidirectional_layer(model):
-    return next((layer.name for layer in model.layers if layer.options.get("bidirectional")), None)
+def _future_seeing_layer(model):
+    """(name, direction) of the first recurrent layer that does not run forward only, or None:
+    a reverse or bidirectional scan reads the later tokens."""
+    from ..frontends.sequence_layers import RECURRENT_KINDS, layer_direction
+    return next(((layer.name, layer_direction(layer)) for layer in model.layers
+                 if layer.kind in RECURRENT_KINDS and layer_direction(layer) != "forward"), None)
 
 
 def _task_error(compiled, settings, message):
@@ -313,20 +384,22 @@ def sequence_task(compiled, module, settings):
     """'tagging' or 'language_model': train.task, else inferred (see train --help).
 
     A language model predicts the next token, so it needs one output per
-    vocabulary entry and no bidirectional layer (whose backward direction would
-    see the word it is asked to predict)."""
+    vocabulary entry and only forward recurrent layers (a reverse or bidirectional
+    layer's backward scan would see the word it is asked to predict)."""
     vocab = getattr(module, "VOCAB", None)
     if vocab is None:
         raise compiled.spec.error("training on a CoNLL-U or text file needs token ids as input "
                                   "(input: {vocab: N})", "input")
-    backward = _bidirectional_layer(compiled.model)
+    backward = _future_seeing_layer(compiled.model)
     outputs = int(module.OUTPUTS)
     task = settings["task"]
     if task is None:
         task = "language_model" if outputs == int(vocab) and backward is None else "tagging"
     if task == "language_model" and backward is not None:
-        raise _task_error(compiled, settings, f"a language model cannot be bidirectional: the "
-                          f"backward direction of {backward} sees the next word it is to predict")
+        name, direction = backward
+        raise _task_error(compiled, settings, f"a language model cannot be bidirectional or "
+                          f"reverse: {name} is {direction}, its backward scan sees the next "
+                          f"word it is to predict")
     if task == "language_model" and outputs != int(vocab):
         raise _task_error(compiled, settings, f"a language model predicts the next token: its "
                           f"last layer needs {vocab} outputs (the vocabulary), it has {outputs}")
@@ -358,8 +431,24 @@ def check_data_for_task(compiled, settings, task, data):
     raise _task_error(compiled, settings, message)
 
 
+def check_sequence_loss(compiled, command):
+    """The tagger's and the language model's loops read softmax cross-entropy's
+    cache (its probabilities, its token count): refuse another loss, or options,
+    with a located error instead of a failure deep in the loop."""
+    loss, options = compiled.model.loss, loss_options(compiled)
+    if loss.name == "softmax_cross_entropy" and not options:
+        return
+    where = ("loss", loss.name, next(iter(options))) if options else ("loss",)
+    what = f"loss option {next(iter(options))}" if options else f"loss {loss.name}"
+    raise compiled.spec.error(f"{command} of a sequence spec (a tagger or a language model) "
+                              f"takes softmax_cross_entropy without options, not the {what} "
+                              "(the module itself supports it; its training loop here does "
+                              "not yet)", *where, key=bool(options))
+
+
 def run_sequence_training(compiled, module, settings, args, ranks=None):
     """A tagger (CoNLL-U data) or a language model (text), as the spec says."""
+    check_sequence_loss(compiled, "train")
     task = sequence_task(compiled, module, settings)
     data = str(args.data)
     check_data_for_task(compiled, settings, task, data)

@@ -7,7 +7,10 @@ step count (the schedule's position). So a checkpoint holds the params, the
 optimizer state and the number of completed epochs, plus the settings that
 decide the updates (compared on --resume: another seed, batch size or optimizer
 would not continue the same run), the history so far, and a sequence model's
-vocabulary and tags (without which its weights cannot be used).
+vocabulary and tags (without which its weights cannot be used). A module with
+dropout draws its masks from one generator per run (np.random.default_rng(seed)):
+the checkpoint keeps its state, and --resume sets it back, so that a resumed
+run draws the masks the uninterrupted run would have drawn.
 """
 
 from dataclasses import dataclass, field
@@ -27,6 +30,7 @@ class Start:
     tags: Optional[tuple] = None
     history: list = field(default_factory=list)
     run: Optional[dict] = None              # the settings recorded in a resumed checkpoint
+    rng: Optional[dict] = None              # the saved generator state (bit_generator.state)
 
 
 def _file_error(path, err):
@@ -50,7 +54,7 @@ def load_start(args, compiled, module):
                               f"({saved.meta['kept_best']}, --keep-best), not the end of a run: "
                               "it cannot be resumed (start from it with --init)")
         return Start(saved.params, saved.epoch, saved.optimizer, saved.vocab, saved.tags,
-                     list(saved.meta.get("history", [])), saved.meta.get("run"))
+                     list(saved.meta.get("history", [])), saved.meta.get("run"), saved.rng)
     if init:
         return _initial_weights(init, module)
     return Start()
@@ -121,6 +125,29 @@ def _short(value):
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def run_generator(module, seed, start, path):
+    """The generator dropout draws its masks from during the run, or None for a module
+    without a train mode: np.random.default_rng(seed), set to the state a resumed
+    checkpoint saved."""
+    import numpy as np
+    from ..training.metrics import has_modes
+    if not has_modes(module):
+        return None
+    rng = np.random.default_rng(seed)
+    if start.run is None:                   # a fresh run (or --init weights)
+        return rng
+    if start.rng is None:
+        raise SpecError(f"cannot resume {path}: it holds no random generator state, so the "
+                        "dropout masks of the resumed epochs would differ from the run's",
+                        clip(str(path)), 1, 1)
+    try:
+        rng.bit_generator.state = start.rng
+    except (TypeError, ValueError, KeyError) as err:
+        raise SpecError(f"cannot resume {path}: its random generator state is damaged ({err})",
+                        clip(str(path)), 1, 1) from None
+    return rng
+
+
 def load_optimizer_state(optimizer, start, path):
     if optimizer is None or not start.optimizer:
         return
@@ -135,9 +162,9 @@ class Checkpointer:
     writes the checkpoint after every epoch."""
 
     def __init__(self, args, compiled, optimizer, run, start, steps_per_epoch, vocab=None,
-                 tags=None):
+                 tags=None, rng=None):
         from ..training import checkpoint
-        self.args, self.optimizer, self.run = args, optimizer, run
+        self.args, self.optimizer, self.run, self.rng = args, optimizer, run, rng
         self.spec_hash = checkpoint.spec_hash(compiled.spec)
         self.history = list(start.history)
         self.steps_per_epoch, self.vocab, self.tags = steps_per_epoch, vocab, tags
@@ -161,6 +188,7 @@ class Checkpointer:
                 self.path, params, spec_hash=self.spec_hash, epoch=epoch, step=steps,
                 optimizer=self.optimizer.state_dict() if self.optimizer is not None else None,
                 vocab=self.vocab, tags=self.tags, meta=meta,
+                rng=self.rng.bit_generator.state if self.rng is not None else None,
                 force=getattr(self.args, "force", False))
         except ValueError as err:
             raise SpecError(f"cannot write the checkpoint: {err}", clip(self.path), 1, 1) from None

@@ -217,6 +217,24 @@ class Group:
         raise failure
 
     # --- the same values everywhere ----------------------------------------------------------
+    def average_buffers(self, params: Dict[str, np.ndarray], keys, weight: float) -> None:
+        """params[k] <- sum over ranks of weight_r * params_r[k] for the buffers `keys`
+        (batch norm's running statistics), in place, with one Allreduce: each rank moved
+        them with its own shard's statistics, and the weights (the shards' shares of the
+        batch) sum to 1, so every rank ends with the same, shard-weighted, statistics."""
+        from mpi4py import MPI
+        keys = sorted(keys)
+        if not keys:
+            return
+        send = np.concatenate([np.ravel(params[k]).astype(np.float64) * weight for k in keys])
+        receive = np.empty_like(send)
+        self.comm.Allreduce(send, receive, op=MPI.SUM)
+        start = 0
+        for k in keys:
+            size = int(np.size(params[k]))
+            params[k][...] = receive[start:start + size].reshape(np.shape(params[k]))
+            start += size
+
     def bcast_params(self, params: Dict[str, np.ndarray]) -> None:
         """Rank 0's parameters, copied into every rank's arrays in place."""
         for key in sorted(params):
@@ -269,40 +287,59 @@ class Group:
 # ---------------------------------------------------------------------------
 # the training loops' steps: this rank's shard, one Allreduce, the same update
 
-def _zero_grads(params):
+def _zero_grads(params, buffers=()):
+    # buffers (batch norm's running statistics) have no gradient: leaving them out keeps
+    # an empty shard's Allreduce buffer laid out like the others'
     return {key: np.zeros(np.shape(value), dtype=np.result_type(value))
-            for key, value in params.items()}
+            for key, value in params.items() if key not in buffers}
 
 
-def _shard_gradient(ranks, params, weight, compute):
+def _shard_gradient(ranks, params, weight, compute, buffers=()):
     """(weight * loss, grads, extra, failure) of this rank's shard: `compute()` gives
     (loss, grads, extra); an empty shard (weight 0) gives zeros, an exception is
     returned as `failure` (with zero grads) for the Allreduce to announce."""
     if weight == 0:
-        return 0.0, _zero_grads(params), None, None
+        return 0.0, _zero_grads(params, buffers), None, None
     try:
         loss, grads, extra = compute()
         return loss, grads, extra, None
     except Exception as err:            # announced in the Allreduce, re-raised there
-        return 0.0, _zero_grads(params), None, err
+        return 0.0, _zero_grads(params, buffers), None, err
 
 
-def example_step(module, update, ranks):
+def example_step(module, update, ranks, rng=None):
     """``step(params, x, y) -> loss`` of :func:`bpcompile.training.train.train` for a
     global batch (x, y): this rank's rows (:func:`shard`), weighted by their share
-    of the batch, then ``update(params, grads)`` with the summed gradient."""
+    of the batch, then ``update(params, grads)`` with the summed gradient.
+
+    A module with dropout or batch norm runs in train mode with masks from `rng`
+    (every rank holds the same generator, so the ranks draw the same stream for
+    their different rows). Batch norm normalizes each shard by its own statistics
+    (as PyTorch's DistributedDataParallel without SyncBatchNorm), and after every
+    step the running statistics are averaged over the ranks, weighted by the
+    shards' shares (:meth:`Group.average_buffers`), so that every rank, and the
+    checkpoint rank 0 writes, holds the same buffers."""
+    keywords = {"train": True, "rng": rng} if _has_modes(module) else {}
+    buffers = tuple(getattr(module, "BUFFERS", ()))
+
     def step(params, x, y):
         part = shard(len(x), ranks.rank, ranks.size)
         weight = (part.stop - part.start) / len(x)
 
         def compute():
-            loss, grads = module.value_and_grad(params, x[part], y[part])
+            loss, grads = module.value_and_grad(params, x[part], y[part], **keywords)
             return loss, grads, None
-        loss, grads, _, failure = _shard_gradient(ranks, params, weight, compute)
+        loss, grads, _, failure = _shard_gradient(ranks, params, weight, compute, buffers)
         loss = ranks.allreduce_grads(grads, weight, loss, failure)
         update(params, grads)
+        ranks.average_buffers(params, buffers, weight)
         return loss
     return step
+
+
+def _has_modes(module):
+    from .metrics import has_modes
+    return has_modes(module)
 
 
 def tagger_step(module, update, ranks):

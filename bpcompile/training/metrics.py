@@ -15,6 +15,16 @@ from those outputs in NumPy:
 The loss is the data loss: a spec's ``l2`` term is not part of it. With
 probabilities instead of logits, a probability that underflowed to 0 counts
 as the smallest positive float (the module's own loss uses log-sum-exp).
+
+A spec's loss options (``Scorer(loss, options)``, the mapping under the loss's
+name in ``loss:``) are applied as the module applies them, and the result is
+the module's J over the whole set, not a mean of chunk means: each chunk adds
+the sum of its weighted terms and the mean's divisor (its examples; its
+unignored labels' class weights for cross-entropy; its N*K entries for
+``reduction: mean`` of mse and binary cross-entropy), and the loss is their
+ratio (the plain sum for ``reduction: sum``). Labels equal to
+``ignore_index`` count neither in the loss nor in the accuracy.
+``reduction: none`` gives no single number and is refused.
 """
 
 from __future__ import annotations
@@ -24,7 +34,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-__all__ = ["METRICS", "metric_names", "Scorer", "network_outputs", "higher_is_better"]
+__all__ = ["METRICS", "metric_names", "Scorer", "network_outputs", "higher_is_better", "has_modes"]
 
 # loss -> the metric names reported beside the loss, in order
 METRICS = {
@@ -52,6 +62,15 @@ def gives_logits(module) -> bool:
         return False
 
 
+def has_modes(module) -> bool:
+    """Whether the module has a train and an eval mode (dropout or batch norm):
+    its forward takes train= and rng=."""
+    try:
+        return "rng" in inspect.signature(module.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
 def network_outputs(module, params, x, logits: bool):
     """One pass of the network over `x`: logits if `logits`, else predict's probabilities."""
     if logits:
@@ -67,12 +86,22 @@ class Scorer:
     (:func:`bpcompile.training.targets.prepare_targets`).
     """
 
-    def __init__(self, loss: str):
+    def __init__(self, loss: str, options=None):
         if loss not in METRICS:
             raise ValueError(f"no scoring rule for the loss {loss!r}")
+        options = dict(options or {})
+        self.reduction = options.get("reduction")
+        if self.reduction not in (None, "mean", "sum"):
+            raise ValueError(f"cannot score reduction {self.reduction!r}: the loss is one number "
+                             "per example (use reduction: mean or sum)")
+        weights = options.get("class_weights")
+        self.class_weights = None if weights is None else np.asarray(weights, dtype=np.float64)
+        self.ignore_index = options.get("ignore_index")
+        self.pos_weight = options.get("pos_weight")
         self.loss = loss
         self.examples = 0
         self.loss_sum = 0.0
+        self.divisor = 0.0          # what the module's mean divides loss_sum by
         self.correct = 0
         self.labels = 0
         self.squared_error = 0.0
@@ -91,31 +120,44 @@ class Scorer:
         self.examples += len(a)
 
     def _add_softmax(self, a, y, logits):
+        if self.ignore_index is not None:           # ignored labels: no loss, no accuracy
+            kept = y != self.ignore_index
+            a, y = a[kept], y[kept]
         rows = np.arange(len(y))
         if logits:
             shifted = a - a.max(axis=1, keepdims=True)
             log_p = shifted[rows, y] - np.log(np.exp(shifted).sum(axis=1))
         else:
             log_p = np.log(np.maximum(a[rows, y], _TINY))
-        self.loss_sum -= float(log_p.sum())
+        weight = np.ones(len(y)) if self.class_weights is None else self.class_weights[y]
+        self.loss_sum -= float((weight * log_p).sum())
+        self.divisor += float(weight.sum())
         self.correct += int(np.count_nonzero(np.argmax(a, axis=1) == y))
         self.labels += len(y)
 
     def _add_sigmoid(self, a, y, logits):
         if logits:
-            per_label = np.logaddexp(0.0, a) - y * a
+            # pos_weight * y * softplus(-a) + (1 - y) * softplus(a), as the module
+            pos = 1.0 if self.pos_weight is None else np.asarray(self.pos_weight, np.float64)
+            per_label = pos * y * np.logaddexp(0.0, -a) + (1.0 - y) * np.logaddexp(0.0, a)
             predicted = a > 0
         else:
+            if self.pos_weight is not None:
+                raise ValueError("pos_weight needs the logits (predict(..., logits=True))")
             s = np.clip(a, _TINY, 1.0 - np.finfo(np.float64).epsneg)
             per_label = -(y * np.log(s) + (1.0 - y) * np.log1p(-s))
             predicted = a > 0.5
         self.loss_sum += float(per_label.sum())
+        self.divisor += float(y.size if self.reduction == "mean" else len(y))
         self.correct += int(np.count_nonzero(predicted == (y > 0.5)))
         self.labels += y.size
 
     def _add_squared(self, a, y):
         residual = float(np.square(a - y).sum())
-        self.loss_sum += residual / 2
+        # the default mse is sum (a - y)^2 / 2 per example; with a reduction option,
+        # torch's mse_loss: no 1/2, a mean over the N*K entries or a sum
+        self.loss_sum += residual / 2 if self.reduction is None else residual
+        self.divisor += float(len(y) if self.reduction is None else y.size)
         self.squared_error += residual
         self.labels += y.size
         self._add_spread(y)
@@ -137,13 +179,19 @@ class Scorer:
         """{"loss": mean loss per example, and the metrics of :data:`METRICS`}."""
         if self.examples == 0:
             return {"loss": float("nan"), **{m: float("nan") for m in metric_names(self.loss)}}
-        result = {"loss": self.loss_sum / self.examples}
+        result = {"loss": self._loss()}
         if self.loss == "mse":
             result["rmse"] = float(np.sqrt(self.squared_error / self.labels))
             result["r2"] = self._r2()
         else:
-            result["acc"] = self.correct / self.labels
+            result["acc"] = self.correct / self.labels if self.labels else float("nan")
         return result
+
+    def _loss(self) -> float:
+        if self.reduction == "sum":
+            return self.loss_sum
+        # every label ignored: the module's mean would raise; nothing to average
+        return self.loss_sum / self.divisor if self.divisor > 0 else float("nan")
 
     def _r2(self) -> float:
         total = float(self.target_spread.sum())

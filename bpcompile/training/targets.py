@@ -24,8 +24,11 @@ CLASS_IDS = ("softmax_cross_entropy",)
 FLOAT_TARGETS = ("sigmoid_binary_cross_entropy", "mse")
 
 
-def prepare_targets(loss: str, outputs: int, y, dtype, which: str = "training") -> np.ndarray:
+def prepare_targets(loss: str, outputs: int, y, dtype, which: str = "training",
+                    ignore_index=None) -> np.ndarray:
     """``y`` converted for ``loss`` with ``outputs`` units (see the module docstring).
+    Class ids equal to ``ignore_index`` (the loss option) pass although they name no
+    class.
 
     Raises ValueError naming the ``which`` set ("training", "test", ...) when the
     labels cannot mean what the loss needs.
@@ -38,7 +41,7 @@ def prepare_targets(loss: str, outputs: int, y, dtype, which: str = "training") 
     if y.ndim == 0:
         raise ValueError(f"the {which} set's targets are a single number, expected one per example")
     if loss in CLASS_IDS:
-        return _class_ids(y, int(outputs), which)
+        return _class_ids(y, int(outputs), which, ignore_index)
     if loss in FLOAT_TARGETS:
         targets = _float_rows(y, int(outputs), which, loss)
         if loss == "sigmoid_binary_cross_entropy":
@@ -47,7 +50,7 @@ def prepare_targets(loss: str, outputs: int, y, dtype, which: str = "training") 
     return y
 
 
-def _class_ids(y: np.ndarray, outputs: int, which: str) -> np.ndarray:
+def _class_ids(y: np.ndarray, outputs: int, which: str, ignore_index=None) -> np.ndarray:
     if y.ndim == 2 and y.shape[1] == outputs and outputs > 1:
         return _one_hot_to_ids(y, which)
     if y.ndim == 2 and y.shape[1] == 1:
@@ -56,6 +59,8 @@ def _class_ids(y: np.ndarray, outputs: int, which: str) -> np.ndarray:
         raise ValueError(f"the {which} set's labels have shape {y.shape}: softmax cross-entropy "
                          f"takes class ids (N,) or one-hot rows (N, {outputs})")
     bad = (y != np.floor(y)) | (y < 0) | (y >= outputs)
+    if ignore_index is not None:
+        bad &= y != ignore_index
     if np.any(bad):
         label = y[bad][0].item()
         raise ValueError(f"the {which} set has the label {label!r}; labels must be class "

@@ -19,7 +19,11 @@ against the generated-module contract: a module provides ``PARAMS``,
   (keys like ``"linear1.W"``), written atomically.
 
 Labels are converted once, before the first step, into the form the loss
-takes (:mod:`.targets`). Plots are in :mod:`.plot` (matplotlib), history files
+takes (:mod:`.targets`). A spec's loss options (``loss_options``: class
+weights, ignore_index, pos_weight, reduction) are scored as the module's J
+(:class:`.metrics.Scorer`). A module with dropout or batch norm trains in train
+mode with masks from one generator per run (``rng``, default
+``np.random.default_rng(seed)``) and is scored in eval mode (``predict``). Plots are in :mod:`.plot` (matplotlib), history files
 in :mod:`.history`.
 """
 
@@ -33,7 +37,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .metrics import Scorer, gives_logits, higher_is_better, metric_names, network_outputs
+from .metrics import (Scorer, gives_logits, has_modes, higher_is_better, metric_names,
+                      network_outputs)
 from .progress import progress_bar
 from .targets import prepare_targets
 
@@ -96,16 +101,18 @@ def accuracy(pred, y) -> float:
     return c / n if n else float("nan")
 
 
-def score(module, params, x, y, chunk: int = SCORE_CHUNK, bar=None) -> Dict[str, float]:
+def score(module, params, x, y, chunk: int = SCORE_CHUNK, bar=None,
+          loss_options=None) -> Dict[str, float]:
     """{"loss": ..., and the loss's metrics} of ``params`` on ``(x, y)``.
 
     ``y`` must already be in the loss's form (:func:`prepare_split`). Each chunk
-    goes through the network once; ``bar`` (a progress bar) advances by the
-    chunk's size.
+    goes through the network once, in eval mode (``predict``); ``bar`` (a
+    progress bar) advances by the chunk's size. ``loss_options`` are the spec's
+    loss options: the loss is then the module's J over the whole set.
     """
     if len(y) != len(x):
         raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
-    scorer = Scorer(module.LOSS)
+    scorer = Scorer(module.LOSS, loss_options)
     logits = gives_logits(module)
     chunk = max(1, int(chunk))
     for start in range(0, len(x), chunk):
@@ -116,13 +123,15 @@ def score(module, params, x, y, chunk: int = SCORE_CHUNK, bar=None) -> Dict[str,
     return scorer.result()
 
 
-def evaluate(module, params, x, y, chunk: int = SCORE_CHUNK) -> Tuple[float, float]:
+def evaluate(module, params, x, y, chunk: int = SCORE_CHUNK,
+             loss_options=None) -> Tuple[float, float]:
     """(mean loss, first metric) of ``params`` on ``(x, y)`` in any label form the
     loss accepts: accuracy for the cross-entropies, RMSE for mse."""
-    y = prepare_targets(module.LOSS, module.OUTPUTS, y, module.DTYPE, "evaluation")
+    y = prepare_targets(module.LOSS, module.OUTPUTS, y, module.DTYPE, "evaluation",
+                        _ignore_index(loss_options))
     if len(x) == 0:
         return float("nan"), float("nan")
-    result = score(module, params, x, y, chunk)
+    result = score(module, params, x, y, chunk, loss_options=loss_options)
     return result["loss"], result[metric_names(module.LOSS)[0]]
 
 
@@ -145,24 +154,47 @@ def _check_data(data) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return x_train, y_train, x_test, y_test
 
 
-def prepare_split(module, x, y, which, params=None):
+def _ignore_index(loss_options):
+    return (loss_options or {}).get("ignore_index")
+
+
+def prepare_split(module, x, y, which, params=None, loss_options=None):
     """(x, y) with y converted to the loss's form (:mod:`.targets`), after checking
     that the inputs are finite and that a first example fits the module."""
     x = np.asarray(x)
     if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
         raise ValueError(f"the {which} set's inputs are not all finite numbers")
-    y = prepare_targets(module.LOSS, module.OUTPUTS, y, module.DTYPE, which)
+    ignore_index = _ignore_index(loss_options)
+    y = prepare_targets(module.LOSS, module.OUTPUTS, y, module.DTYPE, which, ignore_index)
     if params is not None and len(x):
         try:
-            module.forward(params, x[:1], y[:1])
+            _check_fit(module, params, x, y, ignore_index)
         except (ValueError, TypeError, IndexError) as err:
             raise ValueError(f"the {which} set does not fit the module: {err}") from None
     return x, y
 
 
-def check_examples(module, x, y, which, params=None):
+def _check_fit(module, params, x, y, ignore_index):
+    """One example through forward, in eval mode where the module has one (no mask
+    drawn, no running statistic moved). The example is the first whose label is not
+    ignored (a mean over no label raises); with every label ignored, predict checks x."""
+    first = 0
+    if ignore_index is not None:
+        kept = np.flatnonzero(np.asarray(y) != ignore_index)
+        if len(kept) == 0:
+            module.predict(params, x[:1])
+            return
+        first = int(kept[0])
+    part = slice(first, first + 1)
+    if has_modes(module):
+        module.forward(params, x[part], y[part], train=False)
+    else:
+        module.forward(params, x[part], y[part])
+
+
+def check_examples(module, x, y, which, params=None, loss_options=None):
     """Raise ValueError unless (x, y) can be fed to `module` (see :func:`prepare_split`)."""
-    prepare_split(module, x, y, which, params)
+    prepare_split(module, x, y, which, params, loss_options)
 
 
 def _check_rate(lr):
@@ -175,23 +207,31 @@ def _check_rate(lr):
 # ---------------------------------------------------------------------------
 # training
 
-def sgd(module, lr: float) -> Step:
+def sgd(module, lr: float, rng=None) -> Step:
     """The default step: ``module.sgd_step(params, x, y, lr)``, which updates in place
-    and returns the batch's loss before the update."""
+    and returns the batch's loss before the update; a module with a train mode
+    draws its dropout masks from ``rng`` (:func:`mode_keywords`)."""
     lr = _check_rate(lr)
+    keywords = mode_keywords(module, rng)
 
     def step(params, x, y):
-        return module.sgd_step(params, x, y, lr)
+        return module.sgd_step(params, x, y, lr, **keywords)
     return step
 
 
-def _distributed_sgd(module, lr, ranks):
+def mode_keywords(module, rng):
+    """The keywords of a training step: {"train": True, "rng": rng} for a module with
+    dropout or batch norm, {} for one without (its functions take no such keyword)."""
+    return {"train": True, "rng": rng} if has_modes(module) else {}
+
+
+def _distributed_sgd(module, lr, ranks, rng=None):
     """Plain SGD on the global batch under MPI: the module's sgd_update of the summed
     gradient (the fused sgd_step cannot take a gradient from elsewhere)."""
     from .distributed import example_step
     lr, state = _check_rate(lr), {}
     return example_step(module, lambda params, grads: module.sgd_update(params, grads, state, lr),
-                        ranks)
+                        ranks, rng=rng)
 
 
 class BestWeights:
@@ -263,10 +303,10 @@ def _run_epoch(step, params, x, y, order, batch_size, bar, epoch) -> None:
         bar.add_loss(loss, len(idx))
 
 
-def _score_sets(module, params, sets, bar) -> dict:
+def _score_sets(module, params, sets, bar, loss_options=None) -> dict:
     record = {}
     for split, x, y in sets:
-        for name, value in score(module, params, x, y, bar=bar).items():
+        for name, value in score(module, params, x, y, bar=bar, loss_options=loss_options).items():
             record[f"{split}_{name}"] = value
     return record
 
@@ -289,6 +329,8 @@ def train(
     keep_best: bool = False,
     progress_stream=None,
     ranks=None,
+    loss_options=None,
+    rng=None,
 ) -> Tuple[Dict[str, np.ndarray], List[dict]]:
     """Minibatch training on ``data = (x_train, y_train, x_test, y_test)``.
 
@@ -321,6 +363,13 @@ def train(
     ``example_step``. Rank 0 alone scores, prints, keeps the best and calls
     ``on_epoch_end``; every rank gets the same history.
 
+    ``loss_options`` (the spec's loss options) make the scores the module's J
+    (:func:`score`). A module with dropout or batch norm: the default step trains
+    in train mode with its masks drawn from ``rng`` (default
+    ``np.random.default_rng(seed)``, made once for the run; pass the generator of
+    a resumed run to continue its stream); a ``step`` of your own draws from the
+    generator you give it. Scoring is always eval mode.
+
     Returns ``(params, history)``.
     """
     x_train, y_train, x_test, y_test = _check_data(data)
@@ -331,18 +380,21 @@ def train(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if start_epoch < 1:
         raise ValueError(f"start_epoch must be >= 1, got {start_epoch}")
+    if rng is None and has_modes(module):
+        rng = np.random.default_rng(seed)
     if step is None:
-        step = sgd(module, lr) if ranks is None else _distributed_sgd(module, lr, ranks)
+        step = sgd(module, lr, rng) if ranks is None else _distributed_sgd(module, lr, ranks, rng)
     out = sys.stdout if out is None else out
     shown = progress and (ranks is None or ranks.is_root)
     if params is None:
         params = module.init_params(seed)
     else:
         params = {k: np.array(v, copy=True) for k, v in params.items()}
-    sets = [("train", *prepare_split(module, x_train, y_train, "training", params))]
+    sets = [("train", *prepare_split(module, x_train, y_train, "training", params, loss_options))]
     if validation is not None:
-        sets.append(("val", *prepare_split(module, *validation, "validation", params)))
-    sets.append(("test", *prepare_split(module, x_test, y_test, "test", params)))
+        sets.append(("val", *prepare_split(module, *validation, "validation", params,
+                                           loss_options)))
+    sets.append(("test", *prepare_split(module, x_test, y_test, "test", params, loss_options)))
     metrics = metric_names(module.LOSS)
     best = BestWeights(best_key(module.LOSS, validation is not None)) if keep_best else None
     x_train, y_train = sets[0][1], sets[0][2]
@@ -359,7 +411,7 @@ def train(
         def end_epoch():
             """Score, print, keep the best, call on_epoch_end: (record, stop)."""
             with progress_bar(scored, f"scoring {epoch}/{epochs}", shown, progress_stream) as bar:
-                record = {"epoch": epoch, **_score_sets(module, params, sets, bar)}
+                record = {"epoch": epoch, **_score_sets(module, params, sets, bar, loss_options)}
             if not np.isfinite(record["train_loss"]):
                 raise ValueError(f"the training loss became {record['train_loss']} in epoch "
                                  f"{epoch}: training diverged (try a smaller lr)")
