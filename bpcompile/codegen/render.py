@@ -222,6 +222,10 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=()):
     planned = planner.plan(sched.forward + [s for s in sched.backward if s.targets[0] not in sparse],
                          graph, sched.adjoints, grads | {sched.output} | update_reads, consume="True")
     reused_forward, sgd_statements = planned[:forward_count], planned[forward_count:]
+    # sgd_step lets go of the forward values its backward pass does not read (the
+    # recurrent layers' loops keep their own memory policy)
+    sgd_released = [] if compiler.sequence else planner.released(
+        reused_forward, sgd_statements, graph, grads | {sched.output} | update_reads)
     forward = _lines(reused_forward)
     predict = _lines(predict_statements)
     sgd_backward = aligned(sgd_statements)
@@ -273,6 +277,7 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=()):
         backward_body=backward_body,
         consume=consume,
         sgd_backward=sgd_backward,
+        sgd_released=_del_lines(sgd_released),
         seed=sched.seed,
         sparse_updates={g: layout.statement(code) for g, (code, _) in sparse.items()},
         backward_params=used_params(consuming),
@@ -460,6 +465,17 @@ def _sparse_updates(graph, sched):
             g = sched.adjoints[node.name]
             updates[target] = (fill(op.sparse_update, node, g), frozenset(node.node_operands()) | {g})
     return updates
+
+
+def _del_lines(names, indent=4):
+    """`del a, b, ...` statements for `names`, as many names a line as fit the width."""
+    lines, line = [], ""
+    for name in names:
+        if line and indent + len(line) + len(name) + 2 > layout.WIDTH:
+            lines.append(line)
+            line = ""
+        line = f"{line}, {name}" if line else f"del {name}"
+    return lines + ([line] if line else [])
 
 
 def _lines(statements, indent=4):
