@@ -13,6 +13,7 @@ from pathlib import Path
 import sympy as sp
 
 from .codegen import render
+from .codegen.targets import check_target
 from .core.autodiff import schedule
 from .errors import SpecError
 from .frontends.programs import build_graph, check_program, program_from_sympy
@@ -30,24 +31,26 @@ def load_spec(text, file="<string>"):
     return Spec(text, file)
 
 
-def compile_spec(spec):
-    """A loaded Spec -> Compiled."""
+def compile_spec(spec, target="numpy"):
+    """A loaded Spec -> Compiled, rendered for `target` (codegen.targets.TARGETS)."""
+    target = check_target(target)
     if "layers" in spec.data:
-        return compile_layers(spec)
-    return _compile_program_spec(spec)
+        return compile_layers(spec, target=target)
+    return _compile_program_spec(spec, target)
 
 
-def compile_layers(spec, dtype=None):
+def compile_layers(spec, dtype=None, target="numpy"):
     """A layer spec -> Compiled (at `dtype` instead of the spec's, if given)."""
     from .frontends.layers import LayerCompiler   # the tensor front end
     model = LayerCompiler(spec, reserved=render.module_globals(), dtype=dtype)
     graph = model.compile()
     sched = schedule(graph)
-    source = render.render_layers(model, sched, graph, spec.text, spec.file, spec_lines(spec.data))
+    source = render.render_layers(model, sched, graph, spec.text, spec.file, spec_lines(spec.data),
+                                  target=check_target(target))
     return Compiled(model.name, graph, sched, source, spec, model=model)
 
 
-def compile_file(path):
+def compile_file(path, target="numpy"):
     from .limits import MAX_SPEC_BYTES, clip
     if not isinstance(path, (str, Path)):
         raise SpecError(f"a spec file name must be a str or a Path, got {type(path).__name__}")
@@ -62,12 +65,12 @@ def compile_file(path):
         reason = getattr(err, "strerror", None) or str(err)
         raise SpecError(f"cannot read spec: {reason}", clip(path), 1, 1) from None
     spec = load_spec(text, str(path))
-    compiled = compile_spec(spec)
+    compiled = compile_spec(spec, target)
     compiled.source_path = str(path)
     return compiled
 
 
-def _compile_program_spec(spec):
+def _compile_program_spec(spec, target="numpy"):
     spec.check_keys(PROGRAM_KEYS)
     name = spec.get("name", default="model")
     try:
@@ -99,7 +102,8 @@ def _compile_program_spec(spec):
         raise spec.relocate(err, key) from None
     graph = build_graph(assignments, inputs, output, wrt, name)
     sched = schedule(graph)
-    source = render.render_program(sched, graph, spec.text, spec.file, spec_lines(spec.data))
+    source = render.render_program(sched, graph, spec.text, spec.file, spec_lines(spec.data),
+                                   target=target)
     return Compiled(name, graph, sched, source, spec)
 
 
@@ -119,7 +123,7 @@ def _output_name(taken):
     return next(n for n in ("y", "f", "J", "out", "result") if n not in taken)
 
 
-def compile_text(text, inputs=None, wrt=None, output=None, name="model"):
+def compile_text(text, inputs=None, wrt=None, output=None, name="model", target="numpy"):
     """An expression or a program (lines of `name = expression`) -> Compiled."""
     if not isinstance(text, str):
         raise SpecError(f"expected text, got {type(text).__name__}")
@@ -133,7 +137,7 @@ def compile_text(text, inputs=None, wrt=None, output=None, name="model"):
     for key, value in (("inputs", inputs), ("wrt", wrt), ("output", output)):
         if value is not None:
             data[key] = list(value) if key != "output" else value
-    return _compile_program_spec(_DictSpec(data, text))
+    return _compile_program_spec(_DictSpec(data, text), check_target(target))
 
 
 def _name_list(value, what):
@@ -147,7 +151,7 @@ def _name_list(value, what):
     return list(value)
 
 
-def compile_sympy(expr, inputs=None, wrt=None, output=None, name="model"):
+def compile_sympy(expr, inputs=None, wrt=None, output=None, name="model", target="numpy"):
     """A SymPy expression -> Compiled."""
     names = sorted(s.name for s in getattr(expr, "free_symbols", ()))
     target = output or _output_name(names)
@@ -155,7 +159,8 @@ def compile_sympy(expr, inputs=None, wrt=None, output=None, name="model"):
     inputs, output, wrt = check_program(assignments, inputs, output, wrt)
     graph = build_graph(assignments, inputs, output, wrt, name)
     sched = schedule(graph)
-    source = render.render_program(sched, graph, sp.srepr(expr), quoted=[f"expr: {printed(expr)}"])
+    source = render.render_program(sched, graph, sp.srepr(expr), quoted=[f"expr: {printed(expr)}"],
+                                   target=check_target(target))
     return Compiled(name, graph, sched, source)
 
 
@@ -235,19 +240,20 @@ def _suffix_error(path):
                      "other text is read as an expression", clip(path), 1, 1)
 
 
-def compile_any(obj, inputs=None, wrt=None, output=None, name=None, purpose="compile"):
+def compile_any(obj, inputs=None, wrt=None, output=None, name=None, purpose="compile",
+                target="numpy"):
     """Compiled from a spec file (str or Path), a spec dict, a SymPy expression, or
     expression or program text: what `compile` and `graph` accept."""
     path = spec_file(obj)
     if path is not None or isinstance(obj, dict):
         _refuse_text_options(inputs=inputs, wrt=wrt, output=output, name=name)
-        return compile_file(path) if path is not None else _compile_dict(obj)
+        return compile_file(path, target) if path is not None else _compile_dict(obj, target)
     name = "model" if name is None else name
     if isinstance(obj, sp.Basic):
         return compile_sympy(obj, _name_list(inputs, "inputs"), _name_list(wrt, "wrt"),
-                             output, name)
+                             output, name, target)
     if isinstance(obj, str):
-        return compile_text(obj, inputs, wrt, output, name)
+        return compile_text(obj, inputs, wrt, output, name, target)
     raise SpecError(f"cannot {purpose} a {type(obj).__name__}: give expression or program text, "
                     "a SymPy expression, a spec dict or a spec file (.yaml or .yml)")
 
@@ -259,7 +265,7 @@ def _refuse_text_options(**given):
                             f"its own `{option}:`")
 
 
-def _compile_dict(obj):
+def _compile_dict(obj, target="numpy"):
     import yaml
     try:
         text = yaml.safe_dump(obj, sort_keys=False)
@@ -268,16 +274,17 @@ def _compile_dict(obj):
         culprit = f": it holds a {type(args[1]).__name__}" if len(args) > 1 else ""
         raise SpecError("a spec dict may hold only strings, numbers, booleans, None, lists "
                         f"and dicts{culprit}") from None
-    return compile_spec(load_spec(text))
+    return compile_spec(load_spec(text), target)
 
 
-def compile(obj, inputs=None, wrt=None, output=None, name=None):
+def compile(obj, inputs=None, wrt=None, output=None, name=None, target="numpy"):
     """Compile expression or program text, a SymPy expression, a spec dict or a spec
     file (a str or Path ending in .yaml or .yml) into a loaded module with
     `evaluate`, `forward`, `backward`, `value_and_grad`, `SOURCE` (the module's text)
     and `GRAPH`.  `inputs`, `wrt`, `output` and `name` (default "model") apply to
-    text and SymPy only: a spec names its own."""
-    compiled = compile_any(obj, inputs, wrt, output, name)
+    text and SymPy only: a spec names its own.  `target` is "numpy" (the default) or
+    "numba" (needs the numba package to run; see the README)."""
+    compiled = compile_any(obj, inputs, wrt, output, name, target=check_target(target))
     module = load_module(compiled.source, compiled.name)
     module.GRAPH = compiled.graph
     return module

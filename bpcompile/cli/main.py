@@ -47,6 +47,7 @@ def _parser():
     p = sub.add_parser("compile", help="compile a spec into a standalone module")
     p.add_argument("spec")
     _output_options(p)
+    _target_option(p)
 
     p = sub.add_parser("expr", help="compile one expression or program text")
     p.add_argument("text")
@@ -54,6 +55,7 @@ def _parser():
     p.add_argument("--wrt", help="comma-separated inputs to differentiate with respect to")
     p.add_argument("--name", default="model", help="module name (an identifier)")
     _output_options(p)
+    _target_option(p)
 
     p = sub.add_parser("check", help="compare the gradients with central finite differences")
     p.add_argument("spec", help="a spec file (.yaml or .yml) or an expression or program text")
@@ -79,6 +81,13 @@ def _parser():
     return parser
 
 
+def _target_option(p):
+    from ..codegen.targets import DEFAULT_TARGET, TARGETS
+    p.add_argument("--target", choices=TARGETS, default=DEFAULT_TARGET,
+                   help="numpy: NumPy only (the default); numba: compiled loops, needs the "
+                        "numba package where the module runs (pip install 'bpcompile[numba]')")
+
+
 def _output_options(p):
     p.add_argument("-o", "--output", help="output file; - is standard output (the default)")
     p.add_argument("--force", action="store_true",
@@ -88,7 +97,8 @@ def _output_options(p):
 # Commands whose positional argument may be expression text: (options that take a
 # value, flags).  Used only to tell an expression such as `-x` from an option.
 _TEXT_COMMANDS = {
-    "expr": (("-o", "--output", "--inputs", "--wrt", "--name"), ("-h", "--help", "--force")),
+    "expr": (("-o", "--output", "--inputs", "--wrt", "--name", "--target"),
+             ("-h", "--help", "--force")),
     "check": (("--at", "--seed", "--tol"), ("-h", "--help")),
     "graph": (("-o", "--output"), ("-h", "--help", "--force", "--text")),
 }
@@ -193,14 +203,15 @@ def _emit(args, text):
 def cmd_compile(args):
     from ..compiler import compile_file
     check_output(_output(args), args.force)
-    return _emit(args, compile_file(args.spec).source)
+    return _emit(args, compile_file(args.spec, args.target).source)
 
 
 def cmd_expr(args):
     from ..compiler import compile_text
     check_output(_output(args), args.force)
     split = (lambda s: [n.strip() for n in s.split(",") if n.strip()] if s else None)
-    compiled = compile_text(args.text, inputs=split(args.inputs), wrt=split(args.wrt), name=args.name)
+    compiled = compile_text(args.text, inputs=split(args.inputs), wrt=split(args.wrt),
+                            name=args.name, target=args.target)
     return _emit(args, compiled.source)
 
 

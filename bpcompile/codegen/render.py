@@ -82,8 +82,8 @@ def aligned(statements, indent=4):
     return out
 
 
-def render_program(sched, graph, spec_text, source=None, quoted=()):
-    """The standalone module of a scalar program."""
+def render_program(sched, graph, spec_text, source=None, quoted=(), target="numpy"):
+    """The standalone module of a scalar program, for `target` (targets.TARGETS)."""
     return render(
         "program.py.j2",
         source=source_label(source),
@@ -193,8 +193,8 @@ def imports_for(names):
     return [line for line in dict.fromkeys(lines) if line != "import numpy as np"]
 
 
-def render_layers(compiler, sched, graph, spec_text, source=None, quoted=()):
-    """The standalone module of a layer spec."""
+def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), target="numpy"):
+    """The standalone module of a layer spec, for `target` (targets.TARGETS)."""
     from ..core.tensor_ops import TENSOR_OPS
 
     params = compiler.params
