@@ -31,7 +31,7 @@ def load_spec(text, file="<string>"):
     return Spec(text, file)
 
 
-def compile_spec(spec, target="numpy"):
+def compile_spec(spec, target=None):
     """A loaded Spec -> Compiled, rendered for `target` (codegen.targets.TARGETS)."""
     target = check_target(target)
     if "layers" in spec.data:
@@ -39,7 +39,7 @@ def compile_spec(spec, target="numpy"):
     return _compile_program_spec(spec, target)
 
 
-def compile_layers(spec, dtype=None, target="numpy"):
+def compile_layers(spec, dtype=None, target=None):
     """A layer spec -> Compiled (at `dtype` instead of the spec's, if given)."""
     from .frontends.layers import LayerCompiler   # the tensor front end
     model = LayerCompiler(spec, reserved=render.module_globals(), dtype=dtype)
@@ -50,7 +50,7 @@ def compile_layers(spec, dtype=None, target="numpy"):
     return Compiled(model.name, graph, sched, source, spec, model=model)
 
 
-def compile_file(path, target="numpy"):
+def compile_file(path, target=None):
     from .limits import MAX_SPEC_BYTES, clip
     if not isinstance(path, (str, Path)):
         raise SpecError(f"a spec file name must be a str or a Path, got {type(path).__name__}")
@@ -70,7 +70,7 @@ def compile_file(path, target="numpy"):
     return compiled
 
 
-def _compile_program_spec(spec, target="numpy"):
+def _compile_program_spec(spec, target=None):
     spec.check_keys(PROGRAM_KEYS)
     name = spec.get("name", default="model")
     try:
@@ -123,7 +123,7 @@ def _output_name(taken):
     return next(n for n in ("y", "f", "J", "out", "result") if n not in taken)
 
 
-def compile_text(text, inputs=None, wrt=None, output=None, name="model", target="numpy"):
+def compile_text(text, inputs=None, wrt=None, output=None, name="model", target=None):
     """An expression or a program (lines of `name = expression`) -> Compiled."""
     if not isinstance(text, str):
         raise SpecError(f"expected text, got {type(text).__name__}")
@@ -151,7 +151,7 @@ def _name_list(value, what):
     return list(value)
 
 
-def compile_sympy(expr, inputs=None, wrt=None, output=None, name="model", target="numpy"):
+def compile_sympy(expr, inputs=None, wrt=None, output=None, name="model", target=None):
     """A SymPy expression -> Compiled."""
     names = sorted(s.name for s in getattr(expr, "free_symbols", ()))
     target = output or _output_name(names)
@@ -241,7 +241,7 @@ def _suffix_error(path):
 
 
 def compile_any(obj, inputs=None, wrt=None, output=None, name=None, purpose="compile",
-                target="numpy"):
+                target=None):
     """Compiled from a spec file (str or Path), a spec dict, a SymPy expression, or
     expression or program text: what `compile` and `graph` accept."""
     path = spec_file(obj)
@@ -265,7 +265,7 @@ def _refuse_text_options(**given):
                             f"its own `{option}:`")
 
 
-def _compile_dict(obj, target="numpy"):
+def _compile_dict(obj, target=None):
     import yaml
     try:
         text = yaml.safe_dump(obj, sort_keys=False)
@@ -277,7 +277,7 @@ def _compile_dict(obj, target="numpy"):
     return compile_spec(load_spec(text), target)
 
 
-def compile(obj, inputs=None, wrt=None, output=None, name=None, target="numpy"):
+def compile(obj, inputs=None, wrt=None, output=None, name=None, target=None):
     """Compile expression or program text, a SymPy expression, a spec dict or a spec
     file (a str or Path ending in .yaml or .yml) into a loaded module with
     `evaluate`, `forward`, `backward`, `value_and_grad`, `SOURCE` (the module's text)

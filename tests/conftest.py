@@ -1,8 +1,10 @@
 """Shared helpers for the compiler tests: an independent finite-difference
 oracle, spec-file writing, and running the `bpcompile` command.
 
-Only helpers live here (no autouse fixtures), so the other test files of the
-project are unaffected.
+Besides helpers, one fixture: a test file marked `pytestmark =
+pytest.mark.both_targets` runs every test twice, once with the modules that
+`bpcompile.compile` makes for the NumPy target and once for the numba target
+(skipped where numba is not installed).  Unmarked files are unaffected.
 """
 
 import ast
@@ -12,6 +14,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
+
+from bpcompile.codegen import targets
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
@@ -28,6 +33,27 @@ def pytest_terminal_summary(terminalreporter):
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "wheel: builds the wheel and installs it into a fresh venv (slow, needs pip)")
+    config.addinivalue_line(
+        "markers", "both_targets: run every test with modules compiled for each target")
+
+
+def pytest_generate_tests(metafunc):
+    if metafunc.definition.get_closest_marker("both_targets"):
+        metafunc.parametrize("code_target", targets.TARGETS, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def code_target(request):
+    """The target `bpcompile.compile` uses when none is given: the parameter of a
+    `both_targets` test, else numpy.  (Session-scoped, so that hypothesis's tests can
+    use it, and so that pytest runs each target's tests together.)"""
+    target = getattr(request, "param", targets.DEFAULT_TARGET)
+    if target == "numba":
+        pytest.importorskip("numba")
+    saved = targets.DEFAULT_TARGET
+    targets.DEFAULT_TARGET = target
+    yield target
+    targets.DEFAULT_TARGET = saved
 
 
 # --- finite differences (deliberately not bpcompile.training.gradcheck) ---------------------
