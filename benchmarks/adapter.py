@@ -93,7 +93,7 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 import bpcompile
 spec = json.loads(sys.stdin.read())
-m = bpcompile.compile(spec)
+m = bpcompile.compile(spec, **({"target": sys.argv[2]} if sys.argv[2] != "numpy" else {}))
 sys.stdout.write(json.dumps({"file": bpcompile.__file__, "source": m.SOURCE}))
 """
 
@@ -110,21 +110,22 @@ def _load_source(source, name):
 SOURCES = {}         # spec (as JSON) -> generated source, so a second setup only loads it
 
 
-def compile_spec(spec):
-    """The generated module of a spec dict (by the bpcompile of BPCOMPILE_ROOT if set).
-    A spec compiled before is not compiled again: its source is loaded afresh."""
-    key = json.dumps(spec, sort_keys=True)
+def compile_spec(spec, target="numpy"):
+    """The generated module of a spec dict for `target` (by the bpcompile of
+    BPCOMPILE_ROOT if set).  A spec compiled before is not compiled again: its source
+    is loaded afresh (for numba, its kernels then compile again on first call)."""
+    key = json.dumps([spec, target], sort_keys=True)
     if key in SOURCES:
         return _load_source(SOURCES[key], spec["name"])
     if BPCOMPILE_ROOT is None:
         import bpcompile
         COMPILED_WITH[spec["name"]] = bpcompile.__file__
-        module = bpcompile.compile(spec)
+        module = bpcompile.compile(spec, **({"target": target} if target != "numpy" else {}))
         SOURCES[key] = module.SOURCE
         return module
     root = os.path.abspath(BPCOMPILE_ROOT)
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    res = subprocess.run([sys.executable, "-c", _COMPILE_CHILD, root], input=json.dumps(spec),
+    res = subprocess.run([sys.executable, "-c", _COMPILE_CHILD, root, target], input=json.dumps(spec),
                          capture_output=True, text=True, env=env, check=False)
     if res.returncode:
         raise RuntimeError(f"compiling {spec['name']} with {root} failed:\n{res.stderr}")
@@ -187,8 +188,8 @@ def _layer_keys(m, prefix):
 # --------------------------------------------------------------------------
 # A: the quiz expression over 10^6 points
 
-def setup_A(prob):
-    m = compile_spec(A_SPEC)
+def setup_A(prob, target="numpy"):
+    m = compile_spec(A_SPEC, target)
     if list(m.WRT) != ["x", "z"]:
         raise RuntimeError(f"unexpected WRT {m.WRT}")
     # like the expert code, write into arrays allocated once, where the module can
@@ -225,8 +226,8 @@ def _b1_keys(m):
     return w1, b1, w2, b2
 
 
-def setup_B1(prob):
-    m = compile_spec(B1_SPEC)
+def setup_B1(prob, target="numpy"):
+    m = compile_spec(B1_SPEC, target)
     w1, b1, w2, b2 = _b1_keys(m)
     W1, v2 = prob["W1"], prob["w2"]
     canon = {w1: W1[:, :-1].copy(), b1: W1[:, -1].copy(),
@@ -235,7 +236,7 @@ def setup_B1(prob):
     if not np.all(prob["X_aug"][:, -1] == 1.0):
         raise RuntimeError("B1: X_aug's last column is not the constant 1")
     Y = np.ascontiguousarray(prob["y"], dtype=np.float64).reshape(-1, 1)
-    st = _state(m, canon, keys=(w1, b1, w2, b2), lr=float(prob["lr"]),
+    st = _state(m, canon, keys=(w1, b1, w2, b2), lr=float(prob["lr"]), X=X, Y=Y,
                 xs=[X[i:i + 1] for i in range(X.shape[0])],       # (1, 64) views, made once
                 ys=[Y[i:i + 1] for i in range(Y.shape[0])])       # (1, 1)
     return st
@@ -280,8 +281,8 @@ reset_B1 = _reset
 # --------------------------------------------------------------------------
 # B2 (784-256-10) and C (LeNet-5): minibatch SGD, float32
 
-def _batch_setup(prob, spec, names):
-    m = compile_spec(spec)
+def _batch_setup(prob, spec, names, target="numpy"):
+    m = compile_spec(spec, target)
     keys = [k for wb in _layer_keys(m, "conv2d") + _layer_keys(m, "linear") for k in wb]
     if len(keys) != len(names):
         raise RuntimeError(f"{spec['name']}: parameters {keys} vs {names}")
@@ -311,13 +312,13 @@ def _batch_params(st):
     return {st["names"][k]: v.copy() for k, v in st["params"].items()}
 
 
-def setup_B2(prob):
-    return _batch_setup(prob, B2_SPEC, ["W1", "b1", "W2", "b2"])
+def setup_B2(prob, target="numpy"):
+    return _batch_setup(prob, B2_SPEC, ["W1", "b1", "W2", "b2"], target)
 
 
-def setup_C(prob):
+def setup_C(prob, target="numpy"):
     return _batch_setup(prob, C_SPEC, ["c1w", "c1b", "c2w", "c2b", "f1w", "f1b",
-                                       "f2w", "f2b", "f3w", "f3b"])
+                                       "f2w", "f2b", "f3w", "f3b"], target)
 
 
 step_B2 = step_C = _batch_step
@@ -334,10 +335,10 @@ reset_B2 = reset_C = _reset
 _GATES = ("i", "f", "c", "o")     # canonical row blocks i, f, g, o
 
 
-def setup_D(prob):
+def setup_D(prob, target="numpy"):
     V, Ein = prob["E"].shape
     H = prob["W_hh"].shape[1]
-    m = compile_spec(D_spec(V, Ein, H))
+    m = compile_spec(D_spec(V, Ein, H), target)
     names = list(m.PARAMS)
     k = dict(E=_by_suffix(names, "embedding", ".E"),
              W_out=_by_suffix(names, "linear", ".W"), b_out=_by_suffix(names, "linear", ".b"))
@@ -377,3 +378,46 @@ def params_D(st):
 
 
 reset_D = _reset
+
+
+# --------------------------------------------------------------------------
+# the numba target: the column "bpcompile/numba" (the harness's variants).  setup
+# compiles the module and runs every timed function once, so that numba's
+# compilation on first call (printed as `first call`) is not timed.
+
+def _first_call(st, *steps):
+    import time
+    start = time.perf_counter()
+    for step in steps:
+        step(st)
+    reset = st.get("init")
+    if reset is not None:
+        _reset(st)
+    print(f"  bpcompile/numba: first call (numba compiles) {time.perf_counter() - start:.2f} s",
+          file=sys.stderr)
+    return st
+
+
+def setup_A__numba(prob):
+    return _first_call(setup_A(prob, "numba"), step_A)
+
+
+def setup_B1__numba(prob):
+    return _first_call(setup_B1(prob, "numba"), step_B1__numba)
+
+
+def step_B1__numba(st):
+    """One epoch as one call: sgd_epoch with batch_size 1 (X and Y made once in setup)."""
+    st["m"].sgd_epoch(st["params"], st["X"], st["Y"], st["lr"])
+
+
+def setup_B2__numba(prob):
+    return _first_call(setup_B2(prob, "numba"), _batch_step)
+
+
+def setup_C__numba(prob):
+    return _first_call(setup_C(prob, "numba"), _batch_step)
+
+
+def setup_D__numba(prob):
+    return _first_call(setup_D(prob, "numba"), _batch_step)

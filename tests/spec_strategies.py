@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 # templates/kernels, and the generated source of the examples), the names the
 # issue lists, and names a default layer / parameter / buffer would get.
 INTERNAL_NAMES = sorted(set("""
+X Y os batch_size positions weight add dot multiply subtract vdot maximum minimum
 lr len dict range full prediction one_example logits sgd_update adam_update adamw_update t k B T saved need_dx dout mask xs h0 carry_h carry_c dJ_dh dJ_dc h_next c_next
 OUTPUTS LOSS VOCAB PARAMS DTYPE INPUT_SHAPE SEQUENCE INPUTS WRT SOURCE GRAPH
 conv2d_forward conv2d_backward maxpool2d_forward maxpool2d_backward conv_windows conv_im2col_band

@@ -5,6 +5,8 @@ Kept apart from the commands themselves, which import NumPy, so that `--help` an
 
 import argparse
 
+from ..codegen.targets import DEFAULT_TARGET, TARGETS
+
 TRAINING_COMMANDS = ("train", "eval")
 
 # The defaults when neither the command line nor the spec's `train:` block gives a value.
@@ -70,6 +72,10 @@ def add_training_parsers(sub):
     p = sub.add_parser("train", help="train a layer spec with SGD", description=DESCRIPTION,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("spec", help="a layer spec (.yaml) with `layers:` and `loss:`")
+    p.add_argument("--target", choices=TARGETS, default=DEFAULT_TARGET,
+                   help="the module trained: numpy (the default) or numba (compiled loops: "
+                        "plain SGD with --batch-size 1 runs each epoch in one compiled call; "
+                        "needs numba)")
     p.add_argument("--data", default="digits", metavar="DATA",
                    help="digits (the embedded 8x8 UCI digits; the default), PATH.npz (arrays "
                         "x_train, y_train, x_test, y_test), a folder of MNIST or Fashion-MNIST "

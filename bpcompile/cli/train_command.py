@@ -205,7 +205,7 @@ def _reduction_words(compiled):
 
 def run_training(args, ranks=None):
     check_outputs(args)
-    compiled = compile_file(args.spec)
+    compiled = compile_file(args.spec, args.target)
     if compiled.model is None:
         raise SpecError("train needs a layer spec (with `layers:` and `loss:`)", args.spec, 1, 1)
     check_trainable_loss(compiled, "train")
@@ -302,6 +302,9 @@ def _example_step(module, run, ranks):
 
     def step(params, x, y):
         return run.optimizer.step(params, x, y, **keywords)
+    # many batches in one call (the module's sgd_epoch) where the optimizer allows it
+    step.epoch = lambda params, x, y, batch_size: run.optimizer.epoch(
+        params, x, y, batch_size, rng=keywords.get("rng"))
     return step
 
 

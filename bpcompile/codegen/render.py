@@ -12,7 +12,7 @@ from pathlib import Path
 
 import jinja2
 
-from . import layout, rowstep
+from . import layout, numba_scan, rowstep
 from ..memory import blocks, planner
 from ..version import __version__
 from ..core.parser import symbol
@@ -83,7 +83,11 @@ def aligned(statements, indent=4):
 
 
 def render_program(sched, graph, spec_text, source=None, quoted=(), target="numpy"):
-    """The standalone module of a scalar program, for `target` (targets.TARGETS)."""
+    """The standalone module of a scalar program, for `target` (targets.TARGETS).
+    For numba, evaluate and value_and_grad run a compiled loop over the points
+    (numba_points.py) where the program is elementwise; otherwise, and for forward
+    and backward, the module is the NumPy target's code."""
+    points = _points_context(sched, graph) if target == "numba" else None
     return render(
         "program.py.j2",
         source=source_label(source),
@@ -93,7 +97,10 @@ def render_program(sched, graph, spec_text, source=None, quoted=(), target="nump
             f"backward(cache, seed) returns "
             f"{', '.join(f'seed * d{graph.output}/d{n}' for n in graph.wrt)} (a vector-Jacobian "
             "product). Inputs may be floats or NumPy arrays that broadcast; each gradient has the "
-            "shape of its input. Needs only NumPy.", 78),
+            "shape of its input." + ("" if points else " Needs only NumPy."), 78),
+        target_header=_target_header(graph, target, points),
+        target_note=_target_note(points),
+        points=points,
         name=graph.name,
         output=graph.output,
         inputs=list(graph.inputs),
@@ -105,11 +112,56 @@ def render_program(sched, graph, spec_text, source=None, quoted=(), target="nump
         seed=sched.seed,
         backward=aligned(sched.backward),
         grads=sched.grads,
-        block=_block_kernel(sched, graph),
+        block=None if points else _block_kernel(sched, graph),
         uses_dot=any(node.op == "dot" for node in graph),
         out=graph.names.fresh("out"),
         inputs_tuple_expr=f"({', '.join(graph.inputs)}{',' if len(graph.inputs) == 1 else ''})",
     )
+
+
+# Points from which the numba target's loops run on all cores (below, a serial copy
+# of the loop).  Measured on the quiz's value_and_grad, 2 cores, one of them busy with
+# other work: serial 19 ns a point; parallel no faster below 2,000 points, 13% faster
+# at 16,000, 2x at 10^6; and a thread that waits for a busy core can stall a small
+# parallel call for milliseconds.
+PARALLEL_POINTS = 16384
+PARALLEL_NOTE = "below that, threads cost more than they save"
+
+
+def _points_context(sched, graph):
+    """What program.py.j2 needs for the numba target's loops, or None where the
+    program has none (it reads whole arrays: sum, @)."""
+    from .numba_points import points_kernels      # (numba target only)
+    kernels = points_kernels(sched, graph)
+    if kernels is None:
+        return None
+    wrt_index = tuple(graph.inputs.index(n) for n in graph.wrt)
+    return {"kernels": kernels, "local": graph.names.fresh("points"),
+            "parallel": PARALLEL_POINTS, "parallel_note": PARALLEL_NOTE,
+            "wrt_index": repr(wrt_index)}
+
+
+def _target_header(graph, target, points):
+    """The module's third line: what it needs, for a target other than NumPy."""
+    if target != "numba":
+        return []
+    if points:
+        return ["# Needs numba (pip install numba, or pip install 'bpcompile[numba]'): "
+                "compiled loops."]
+    reason = "sum and @ read whole arrays" if any(node.op in ("sum", "dot") for node in graph) \
+        else "no loop fits this program"
+    return [f"# Target numba, but {reason}: no compiled loop; this module needs only NumPy."]
+
+
+def _target_note(points):
+    """The docstring's paragraph on what runs compiled and what runs on NumPy."""
+    if not points:
+        return []
+    return textwrap.wrap(
+        "Compiled with numba: evaluate and value_and_grad run one loop over the points, "
+        "compiled on their first call, when every input is a float64 array or a real number "
+        "(the inputs broadcast together); other inputs (complex numbers, other dtypes) take "
+        "the NumPy code below, and so do forward and backward, always.", 78)
 
 
 def _block_kernel(sched, graph):
@@ -243,6 +295,8 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
         helpers.append("_mode_arguments")
     if compiler.vjp:
         helpers.append("_output_adjoint")
+    else:
+        helpers.append("_batch_size")      # sgd_epoch's
     initial = {var for _, var, _ in compiler.states}
     cache = [n for n in sched.cache if n not in param_of and n not in initial]
     shape_text = ", ".join(map(str, compiler.input_shape))
@@ -288,7 +342,8 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
         vocab=compiler.vocab,
         states=compiler.states,
         final_states=compiler.final_states,
-        functions=[render("scan.py.j2", **context) for context in compiler.scans],
+        functions=[_scan_source(context, target) for context in compiler.scans],
+        numba=target == "numba",
         notes=compiler.notes,
         seq_args=", mask=None, state=None" if compiler.sequence else "",
         seq_pass=", mask, state" if compiler.sequence else "",
@@ -304,8 +359,83 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
         # the one-example buffers are module globals, assigned by _allocate_one_example
         row_globals=_global_statements(["_ONE_EXAMPLE_BUFFERS", *row.buffer_names]) if row else [],
         stacks=compiler.stacks,
+        numba_epoch=_numba_epoch(compiler, row) if target == "numba" else None,
+        numba_text=_numba_text(compiler, row, target),
+        epoch_doc=_epoch_doc(compiler, row is not None and target == "numba"),
         **_modes_context(compiler, sched, graph),
     )
+
+
+# NumPy functions that numba calls differently: vdot takes only vectors there, and
+# maximum/minimum take `out` only by position (NumPy wants it by keyword)
+NUMBA_WRAPPERS = frozenset({"vdot", "maximum", "minimum"})
+
+
+def _numba_epoch(compiler, row):
+    """What the numba target's compiled epoch needs from the one-example step (rowstep),
+    or None when the spec has no one-example step."""
+    if row is None:
+        return None
+    if compiler.loss.class_ids:
+        targets = "y"
+    elif compiler.classes == 1:
+        targets = "np.ascontiguousarray(y).reshape(len(x))"
+    else:
+        targets = "np.ascontiguousarray(y)"
+    args = [f'params["{key}"]' for _, key, _ in row.checks]
+    call = (f"return float(_sgd_epoch_one({', '.join(args + ['np.ascontiguousarray(x)'])}, "
+            f"{targets}, float(lr)))")
+    return {"params": [var for var, _, _ in row.checks],
+            "call": layout.wrap(call),
+            "helpers": list(row.helpers),
+            # the NumPy functions by the local names of the one-example statements;
+            # where numba's differs (NUMBA_WRAPPERS), a compiled wrapper the template defines
+            "functions": [(name, f"_{function}" if function in NUMBA_WRAPPERS else f"np.{function}")
+                          for function, name in row.ufuncs],
+            "wrappers": sorted({function for function, _ in row.ufuncs} & NUMBA_WRAPPERS),
+            "targets": targets}
+
+
+def _epoch_doc(compiler, compiled):
+    """sgd_epoch's docstring lines."""
+    unit, weight = (("sequences", "real (unmasked) positions") if compiler.sequence
+                    else ("examples", "examples"))
+    text = (f"One pass of minibatch SGD over (x, y) in the given order: sgd_step on "
+            f"batch_size {unit} at a time (the last batch may be smaller), updating params in "
+            f"place.  Returns the mean of the steps' losses (each taken before its update), "
+            f"weighted by their {weight}.")
+    if compiler.sequence:
+        text += "  Every batch starts from the zero state."
+    if compiled:
+        text += ("  With batch_size 1 the whole epoch is one compiled call "
+                 "(_sgd_epoch_one, numba).")
+    return textwrap.wrap(text, 74)
+
+
+def _numba_text(compiler, row, target):
+    """The numba module's docstring lines on what runs compiled."""
+    if target != "numba":
+        return []
+    compiled = []
+    if row is not None:
+        compiled.append("sgd_epoch with batch_size 1 runs the whole epoch as one compiled loop "
+                        "over the examples (_sgd_epoch_one).")
+    if compiler.scans:
+        compiled.append("Recurrent layers run their loop over time as one compiled call where "
+                        "their functions below say so.")
+    compiled.append("Everything else is the NumPy target's code. numba compiles on the first "
+                    "call, and keeps the result on disk when this module is a file.")
+    return textwrap.wrap(" ".join(compiled), 78)
+
+
+def _scan_source(context, target):
+    """A recurrent layer's functions: the NumPy loop over time, or the numba target's
+    compiled loop where numba_scan renders one."""
+    if target == "numba":
+        source = numba_scan.render_scan(context)
+        if source is not None:
+            return source
+    return render("scan.py.j2", **context)
 
 
 def _modes_context(compiler, sched, graph):

@@ -114,6 +114,9 @@ def supported(graph, sched, compiler):
                 return False
         elif node.op not in PRIMITIVES or node.op == "select":
             return False
+        elif is_scalar(graph, node.name) and "x" in node.operands:
+            # a float computed from x, which is a vector here even with one feature
+            return False
     return True
 
 

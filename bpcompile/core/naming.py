@@ -30,6 +30,8 @@ MODULE_GLOBALS = frozenset({
     "_ONE_EXAMPLE_BUFFERS", "_allocate_one_example",
     # layer modules with a train/eval mode, and those without a loss (loss: none)
     "BUFFERS", "_RNG", "OUTPUT_SHAPE", "vjp", "_output_adjoint",
+    # the numba target
+    "os", "_CACHE", "_sgd_epoch_one", "_sgd_epoch_compiled", "_vdot", "_maximum", "_minimum",
     # set on loaded modules by bpcompile.compile
     "SOURCE", "GRAPH",
 })
@@ -38,7 +40,8 @@ MODULE_GLOBALS = frozenset({
 PROGRAM_LOCALS = frozenset({"cache", "seed", "value", "grads"})
 LAYER_LOCALS = frozenset({"params", "x", "y", "lr", "mask", "state", "cache", "consume", "x_row",
                           "J", "grads", "logits", "one_example", "prediction",
-                          "train", "rng", "update_buffers", "seed", "output", "dx"})
+                          "train", "rng", "update_buffers", "seed", "output", "dx",
+                          "X", "Y", "n", "total"})     # the last: the numba target's epoch loop
 
 
 class SymbolTable:

@@ -299,6 +299,18 @@ class Optimizer:
         self.update(params, grads)
         return loss
 
+    def epoch(self, params, x, y, batch_size, rng=None):
+        """Steps on the batches of (x, y) in order, in one call of the module's sgd_epoch
+        (one compiled call in a numba module); returns their mean loss.  None, having
+        done nothing, unless the steps are the fused sgd_step's at one rate."""
+        if not (self.fused and isinstance(self.schedule, Constant)
+                and hasattr(self.module, "sgd_epoch")):
+            return None
+        keywords = {} if rng is None else {"rng": rng}
+        loss = self.module.sgd_epoch(params, x, y, self.lr, batch_size, **keywords)
+        self.steps += -(-len(x) // batch_size)
+        return loss
+
     def update(self, params, grads):
         """Clip `grads` (in place), then update `params` in place at the scheduled rate.
 

@@ -216,6 +216,9 @@ def sgd(module, lr: float, rng=None) -> Step:
 
     def step(params, x, y):
         return module.sgd_step(params, x, y, lr, **keywords)
+    if hasattr(module, "sgd_epoch"):
+        step.epoch = lambda params, x, y, batch_size: module.sgd_epoch(
+            params, x, y, lr, batch_size, **({"rng": rng} if keywords else {}))
     return step
 
 
@@ -293,14 +296,38 @@ def epoch_line(record: dict, epochs: int, metrics) -> str:
     return "  ".join(parts) + f"  ({record['seconds']:.1f}s)"
 
 
+# With a step that can take many batches in one call (step.epoch: the module's
+# sgd_epoch, one compiled call in a numba module), an epoch is run this many
+# examples at a time (whole batches), so that the progress bar still moves.
+EPOCH_CHUNK = 4096
+
+
 def _run_epoch(step, params, x, y, order, batch_size, bar, epoch) -> None:
+    many = getattr(step, "epoch", None)
+    if many is not None:
+        chunk = batch_size * max(1, EPOCH_CHUNK // batch_size)
+        for start in range(0, len(order), chunk):
+            idx = order[start:start + chunk]
+            loss = many(params, x[idx], y[idx], batch_size)
+            if loss is None:        # the step cannot take many batches after all
+                break
+            _check_finite(float(loss), epoch, f"batches {start // batch_size + 1}.."
+                          f"{(start + len(idx) - 1) // batch_size + 1}")
+            bar.add_loss(float(loss), len(idx))
+        else:
+            return
+        order = order[start:]
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         loss = float(step(params, x[idx], y[idx]))
-        if not np.isfinite(loss):
-            raise ValueError(f"the loss became {loss} in epoch {epoch}, batch "
-                             f"{start // batch_size + 1}: training diverged (try a smaller lr)")
+        _check_finite(loss, epoch, f"batch {start // batch_size + 1}")
         bar.add_loss(loss, len(idx))
+
+
+def _check_finite(loss, epoch, where):
+    if not np.isfinite(loss):
+        raise ValueError(f"the loss became {loss} in epoch {epoch}, {where}: training "
+                         "diverged (try a smaller lr)")
 
 
 def _score_sets(module, params, sets, bar, loss_options=None) -> dict:

@@ -13,6 +13,15 @@ def _as_array(name, value):
         raise ValueError(f"{name}: cannot make one array of this {type(value).__name__} "
                          f"({error})") from None
 
+# --- _batch_size
+def _batch_size(batch_size):
+    """sgd_epoch's batch_size, a positive integer (a bool or a float is refused)."""
+    if isinstance(batch_size, (bool, np.bool_)) or not isinstance(batch_size, (int, np.integer)):
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
+    return int(batch_size)
+
 # --- _float_ids_hint
 def _float_ids_hint(y):
     """The end of the message refusing float labels where class ids are expected: a
