@@ -9,6 +9,8 @@ import pytest
 import bpcompile
 from bpcompile.training.gradcheck import random_problem
 
+pytestmark = pytest.mark.both_targets
+
 MLP32 = {"name": "mlp32", "dtype": "float32", "input": [3], "layers": [{"linear": 4}, "tanh", {"linear": 3}],
          "loss": "softmax_cross_entropy"}
 BCE = {"name": "bce", "dtype": "float64", "input": [3], "layers": [{"linear": 4}, "tanh", {"linear": 1}],
@@ -24,7 +26,7 @@ FEATURES = {"name": "features", "dtype": "float32", "input": [2], "loss": "softm
 
 
 @pytest.fixture(scope="module")
-def modules():
+def modules(code_target):
     return {spec["name"]: bpcompile.compile(spec) for spec in (MLP32, BCE, MSE32, CONV, TAGGER, FEATURES)}
 
 

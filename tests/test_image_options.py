@@ -23,6 +23,8 @@ import bpcompile
 from bpcompile.cli.main import main
 from bpcompile.training.gradcheck import layer_gradient_errors, numerical_gradient, random_problem, relative_error
 
+pytestmark = pytest.mark.both_targets
+
 KERNELS = Path(__file__).resolve().parent.parent / "templates" / "kernels"
 TOL = 1e-6
 

@@ -11,6 +11,8 @@ import pytest
 from bpcompile.compiler import compile_spec, load_module, load_spec
 from bpcompile.training.gradcheck import layer_gradient_errors, random_problem
 
+pytestmark = pytest.mark.both_targets
+
 TOL = 1e-6
 
 

@@ -20,6 +20,8 @@ from bpcompile.codegen.render import templates_dir
 from bpcompile.compiler import compile_spec, load_module, load_spec
 from bpcompile.errors import SpecError
 
+pytestmark = pytest.mark.both_targets
+
 H = 1e-6
 TOL = 1e-7
 

@@ -15,6 +15,8 @@ import pytest
 from bpcompile.compiler import compile_spec, load_module, load_spec
 from bpcompile.errors import SpecError
 
+pytestmark = pytest.mark.both_targets
+
 TOL = 1e-7
 
 

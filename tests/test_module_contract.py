@@ -7,6 +7,8 @@ import pytest
 import bpcompile
 from bpcompile.training.gradcheck import random_problem
 
+pytestmark = pytest.mark.both_targets
+
 MLP = {"name": "mlp", "dtype": "float64", "input": [3], "layers": [{"linear": 4}, "tanh", {"linear": 2}],
        "loss": "softmax_cross_entropy"}
 CONV = {"name": "conv", "dtype": "float64", "input": [1, 4, 4], "loss": "mse",
@@ -16,7 +18,7 @@ TAGGER = {"name": "tagger", "dtype": "float64", "input": {"vocab": 6}, "loss": "
 
 
 @pytest.fixture(scope="module", params=[MLP, CONV, TAGGER], ids=lambda s: s["name"])
-def problem(request):
+def problem(request, code_target):
     module = bpcompile.compile(request.param)
     params, x, y = random_problem(module, batch=3, seed=0)
     return module, params, x, y

@@ -8,6 +8,8 @@ import pytest
 import bpcompile
 from bpcompile.training.gradcheck import random_problem
 
+pytestmark = pytest.mark.both_targets
+
 MLP = {"name": "mlp", "dtype": "float64", "input": [3], "layers": [{"linear": 4}, "tanh", {"linear": 2}],
        "loss": "softmax_cross_entropy"}
 CONV = {"name": "conv", "dtype": "float64", "input": [1, 4, 4], "loss": "mse",
@@ -18,7 +20,7 @@ STEPS = 20
 
 
 @pytest.fixture(scope="module")
-def mlp():
+def mlp(code_target):
     return bpcompile.compile(MLP)
 
 
@@ -265,7 +267,7 @@ def test_bad_arguments_raise_before_anything_changes(mlp, call, message):
 
 
 @pytest.fixture(scope="module", params=[MLP, CONV, TAGGER], ids=lambda s: s["name"])
-def problem(request):
+def problem(request, code_target):
     module = bpcompile.compile(request.param)
     params, x, y = random_problem(module, batch=3, seed=0)
     return module, params, x, y

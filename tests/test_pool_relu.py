@@ -8,6 +8,8 @@ import bpcompile
 
 from conftest import fd_gradient
 
+pytestmark = pytest.mark.both_targets
+
 
 def _spec(order, pool=None):
     pool = pool or {"kernel": 2}

@@ -28,6 +28,8 @@ from bpcompile.core.printer import NUMPY_FUNCTIONS, to_numpy
 
 from conftest import fd_elementwise, pointwise_rel_err
 
+pytestmark = pytest.mark.both_targets
+
 FUNCTIONS = sorted(p.name for p in PRIMITIVES.values() if p.head is not None)
 RECORDS = sorted(FUNCTIONS + list(IN_PARTIALS))
 CALLED = sorted(name for name in CALLABLE if CALLABLE[name].head is not None)

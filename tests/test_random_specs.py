@@ -19,12 +19,15 @@ import os
 import re
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, event, given, note, settings
 
 from bpcompile.compiler import compile_spec, load_module, load_spec
 from bpcompile.errors import SpecError
 
 from spec_strategies import pool_kind, specs
+
+pytestmark = pytest.mark.both_targets
 
 settings.register_profile(
     "default", max_examples=300, deadline=None, derandomize=True, database=None,

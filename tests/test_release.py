@@ -12,6 +12,8 @@ from bpcompile.compiler import compile_file
 from bpcompile.result import load_module
 from bpcompile.training.gradcheck import random_problem
 
+pytestmark = pytest.mark.both_targets
+
 REPO = Path(__file__).resolve().parent.parent
 LAYER_EXAMPLES = ["lenet5.yaml", "lenet5_digits.yaml", "lenet5_1998.yaml", "alexnet_small.yaml",
                   "mlp_digits.yaml"]

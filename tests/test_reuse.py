@@ -11,6 +11,8 @@ from bpcompile.training.gradcheck import random_problem
 
 from test_layers import module_from, spec_text
 
+pytestmark = pytest.mark.both_targets
+
 SPECS = [
     spec_text(["linear: 6", "relu", "linear: 3"]),
     spec_text(["linear: 6", "sigmoid", "linear: 5", "tanh", "linear: 3"], extra="l2: 0.01\n"),

@@ -19,6 +19,8 @@ from bpcompile.core.printer import to_numpy
 
 from test_layers import module_from, spec_text
 
+pytestmark = pytest.mark.both_targets
+
 ACTIVATIONS = ["sigmoid", "tanh", "relu", "softplus",
                'activation: "x * tanh(softplus(x))"', 'activation: "max(x, 0.1*x)"',
                'activation: "x / (1 + abs(x))"', 'activation: "exp(-x**2) + sin(x) - 2*cos(x)"',

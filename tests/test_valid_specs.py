@@ -9,6 +9,8 @@ import bpcompile
 from bpcompile.training.gradcheck import layer_gradient_errors, random_problem
 from bpcompile.core.naming import LAYER_LOCALS, MODULE_GLOBALS
 
+pytestmark = pytest.mark.both_targets
+
 
 def _mlp(name, loss="mse"):
     return {"name": "m", "dtype": "float64", "input": [4], "loss": loss,
