@@ -154,8 +154,8 @@ def _name_list(value, what):
 def compile_sympy(expr, inputs=None, wrt=None, output=None, name="model", target=None):
     """A SymPy expression -> Compiled."""
     names = sorted(s.name for s in getattr(expr, "free_symbols", ()))
-    target = output or _output_name(names)
-    assignments = program_from_sympy(expr, target)
+    result = output or _output_name(names)
+    assignments = program_from_sympy(expr, result)
     inputs, output, wrt = check_program(assignments, inputs, output, wrt)
     graph = build_graph(assignments, inputs, output, wrt, name)
     sched = schedule(graph)

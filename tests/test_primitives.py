@@ -18,6 +18,9 @@ except ImportError:          # older tables have no masking primitive
 
 from conftest import fd_elementwise, pointwise_rel_err
 
+# every test runs with modules compiled for each target (conftest.py)
+pytestmark = pytest.mark.both_targets
+
 NAMES = sorted(PRIMITIVES)
 KINKED = {"relu", "abs", "max", "min"}   # not differentiable where an argument is 0 / a tie
 # Arguments that are 0/1 masks, not differentiable values: drawn from {0, 1}, their

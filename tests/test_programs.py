@@ -16,6 +16,9 @@ from bpcompile import compile_file, load_module
 from conftest import (EXAMPLES, PROGRAM_EXAMPLES, assign_target, fd_gradient, function_body,
                       loaded_names, rel_err, write)
 
+# every test runs with modules compiled for each target (conftest.py)
+pytestmark = pytest.mark.both_targets
+
 QUIZ = "exp(x*z) + x*z/log(x) + sin(log(x))/(x*z)"
 DAG = "t = x*x\na = t*t\nb = sin(t)\nJ = a + b*t\n"
 

@@ -4,12 +4,17 @@ compiled, and the gradient compared with finite differences."""
 import re
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 import bpcompile
+from bpcompile.codegen import targets
 
 from conftest import fd_gradient
+
+# every test runs with modules compiled for each target (conftest.py)
+pytestmark = pytest.mark.both_targets
 
 NAMES = ("x", "y", "z")
 
@@ -63,9 +68,20 @@ def _compile(text):
         assume(False)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(text=expressions, values=st.tuples(points, points, points))
-def test_random_expression_gradient_matches_finite_differences(text, values):
+def target_settings(numpy, numba):
+    """Hypothesis settings with the example count for the target under test: `numba`
+    examples with the numba target, where each random program costs a compilation
+    of its loops (about a second), else `numpy`."""
+    count = numba if targets.DEFAULT_TARGET == "numba" else numpy
+    return settings(max_examples=count, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def test_random_expression_gradient_matches_finite_differences():
+    target_settings(numpy=60, numba=20)(given(text=expressions, values=st.tuples(points, points, points))(
+        _random_expression_gradient_matches_finite_differences))()
+
+
+def _random_expression_gradient_matches_finite_differences(text, values):
     assume(re.search(r"\b[xyz]\b", text))
     module = _compile(text)
     assume(module.INPUTS)
@@ -84,12 +100,14 @@ def test_random_expression_gradient_matches_finite_differences(text, values):
                 (text, name, args, grad, numeric)
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(text=expressions, seed=st.integers(0, 2**32 - 1))
-@example(text="(x * y) * z", seed=0)
-@example(text="(x + y)", seed=1)
-@example(text="exp(sin(x)) + tanh(y) * z", seed=2)
-def test_random_expression_on_broadcast_arrays(text, seed):
+def test_random_expression_on_broadcast_arrays():
+    check = given(text=expressions, seed=st.integers(0, 2**32 - 1))(_random_expression_on_broadcast_arrays)
+    for text, seed in [("(x * y) * z", 0), ("(x + y)", 1), ("exp(sin(x)) + tanh(y) * z", 2)]:
+        check = example(text=text, seed=seed)(check)
+    target_settings(numpy=25, numba=12)(check)()
+
+
+def _random_expression_on_broadcast_arrays(text, seed):
     assume(re.search(r"\b[xyz]\b", text))
     module = _compile(text)
     assume(module.INPUTS)

@@ -6,9 +6,10 @@ out of it, so nothing of a spec's raw text reaches generated code.
 """
 
 import sympy as sp
+from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
 
-from .primitives import BY_HEAD
+from .primitives import BY_HEAD, PRIMITIVES
 
 # SymPy function -> NumPy code template over the printed arguments: the
 # records' `numpy` forms (primitives.py), not a table of its own.
@@ -86,3 +87,80 @@ _PRINTER = NumpyPrinter({"order": "none"})
 def to_numpy(expr):
     """The NumPy source text of a SymPy expression."""
     return _PRINTER.doprint(expr)
+
+
+# --- scalar code for compiled loops (the numba target) ------------------------------
+
+# SymPy function -> its form on one float inside a numba kernel: `math` where it has the
+# function, NumPy's ufuncs on scalars elsewhere (numba compiles those, and they treat
+# nan as NumPy does: np.maximum(nan, 0.0) is nan).  Each template is one call or
+# parenthesized as a whole.  A function not listed keeps its NumPy form.
+SCALAR_FUNCTIONS = {
+    sp.exp: "math.exp({0})",
+    sp.log: "math.log({0})",
+    sp.sin: "math.sin({0})",
+    sp.cos: "math.cos({0})",
+    sp.tan: "math.tan({0})",
+    sp.tanh: "math.tanh({0})",
+    sp.sinh: "math.sinh({0})",
+    sp.cosh: "math.cosh({0})",
+    sp.atan: "math.atan({0})",
+    sp.asinh: "math.asinh({0})",
+    sp.asin: "math.asin({0})",
+    sp.acos: "math.acos({0})",
+    sp.Abs: "math.fabs({0})",          # (not abs: a program may call a variable `abs`)
+    PRIMITIVES["log1p"].head: "math.log1p({0})",
+    PRIMITIVES["expm1"].head: "math.expm1({0})",
+    PRIMITIVES["sigmoid"].head:
+        "(math.exp(np.minimum({0}, 0.0))/(1.0 + math.exp(-math.fabs({0}))))",
+}
+
+
+class ScalarPrinter(NumpyPrinter):
+    """Prints SymPy expressions as code on float scalars, for the loop body of a
+    numba kernel: the same formulas as NumpyPrinter, with `math` functions."""
+
+    def _print_Function(self, expr):
+        template = SCALAR_FUNCTIONS.get(type(expr))
+        if template is None:
+            return super()._print_Function(expr)
+        return template.format(*(self._print(a) for a in expr.args))
+
+    _print_Abs = _print_Function
+    _print_Max = _print_Function
+    _print_Min = _print_Function
+    _print_sign = _print_Function
+    _print_exp = _print_Function
+    _print_ExpBase = _print_Function
+
+    def _print_Pow(self, expr, rational=False):
+        base, exponent = expr.args
+        if exponent == sp.Rational(1, 2):
+            return f"math.sqrt({self._print(base)})"
+        if exponent == -sp.Rational(1, 2):
+            return f"1/math.sqrt({self._print(base)})"
+        if exponent.is_Integer and exponent < -1:
+            # numba's power by a negative integer raises ZeroDivisionError at 0: a float
+            # exponent gives NumPy's inf
+            return f"{self.parenthesize(base, PRECEDENCE['Pow'])}**({float(exponent)!r})"
+        return super()._print_Pow(expr, rational)
+
+    def _print_Exp1(self, expr):
+        return "math.e"
+
+    def _print_Pi(self, expr):
+        return "math.pi"
+
+    def _print_Infinity(self, expr):
+        return "math.inf"
+
+    def _print_NegativeInfinity(self, expr):
+        return "-math.inf"
+
+
+_SCALAR_PRINTER = ScalarPrinter({"order": "none"})
+
+
+def to_scalar(expr):
+    """The source text of a SymPy expression on float scalars, in a numba kernel."""
+    return _SCALAR_PRINTER.doprint(expr)

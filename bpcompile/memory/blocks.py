@@ -73,13 +73,29 @@ def _is_leaf(expr):
     return isinstance(expr, sp.Symbol) or expr.is_Number or expr in (sp.pi, sp.E)
 
 
+def scalar_steps(sched, names):
+    """(steps, known) of value_and_grad with the seed 1, or None for a program with a
+    non-elementwise operation: steps are [(target, SymPy expression, comments)] in
+    order, known maps a name whose value is a number or another name to that value.
+    The numba target's loop body (codegen/numba_points.py) is these steps on scalars."""
+    try:
+        return _steps(sched, names)
+    except _Refuse:
+        return None
+
+
+def _steps(sched, names):
+    known = {symbol(sched.seed): sp.Integer(1)}     # names whose value is a number or another name
+    steps = _merge_accumulations(_fold(_formulas(sched), known))
+    steps = _fold(_share_reciprocals(steps, names), known)
+    return steps, known
+
+
 def _plan(sched, graph, names):
     outputs = [graph.output] + [g for _, g in sched.grads]
     if None in outputs or len(set(outputs)) != len(outputs) or set(outputs) & set(graph.inputs):
         raise _Refuse()
-    known = {symbol(sched.seed): sp.Integer(1)}     # names whose value is a number or another name
-    steps = _merge_accumulations(_fold(_formulas(sched), known))
-    steps = _fold(_share_reciprocals(steps, names), known)
+    steps, known = _steps(sched, names)
     last_read = {}
     for k, (_, expr, _) in enumerate(steps):
         for s in expr.free_symbols:
