@@ -66,26 +66,51 @@ def run_harness(args, json_path):
     subprocess.run(cmd, check=True, env=env)
 
 
+def _ratio(rows, workload, impl):
+    row = rows.get((workload, impl))
+    return row["paired_ratio"] if row else float("nan")
+
+
+def _numba_target(workload, rows):
+    """Issue 12's target for the numba target on `workload`: (bound, what it is)."""
+    kind = workload.split()[0]
+    jax = min(_ratio(rows, workload, "jax"), _ratio(rows, workload, "jax/scan"))
+    if kind == "A":
+        return min(0.4, jax), "<= 0.4 and below JAX"
+    if kind == "B1":
+        return _ratio(rows, workload, "jax/scan"), "<= JAX scan"
+    if workload == "D mb=1":
+        return 1 / 1.5, ">= 1.5x expert words/s"
+    return _ratio(rows, workload, "bpcompile"), "<= NumPy target"
+
+
 def summary(json_path):
     data = json.loads(Path(json_path).read_text())
     rows = {(r["workload"], r["impl"]): r for r in data["rows"]}
     cheap = {(r["workload"], r["impl"]): r for r in data["cheap_gradient"]}
     env = data["env"]
     print(f"\n# summary: {data['rounds']} interleaved rounds; {env.get('cpu')}, {env.get('nproc')} cores, "
-          f"one BLAS thread; numpy {env['versions'].get('numpy')}, torch {env['versions'].get('torch')}")
-    print(f"{'workload':10} {'bpcompile/expert':>17} {'torch/expert':>13} {'target':>7} {'met':>4} "
-          f"{'bpcompile (fwd+bwd)/fwd':>24}")
+          f"one BLAS thread; numpy {env['versions'].get('numpy')}, torch {env['versions'].get('torch')}, "
+          f"jax {env['versions'].get('jax')}")
+    print("# paired median ratios of time to expert NumPy's (< 1 is faster)")
+    print(f"{'workload':10} {'bpcompile':>9} {'target':>6} {'met':>4} {'fb/f':>5} | "
+          f"{'numba tgt':>9} {'target':>6} {'met':>4} | {'torch':>6} {'jax':>6} {'jax/scan':>8} "
+          f"{'ref numba':>9}")
     for workload in dict.fromkeys(r["workload"] for r in data["rows"]):
-        gen = rows.get((workload, "bpcompile"))
-        if gen is None:
+        if (workload, "bpcompile") not in rows:
             continue
-        torch = rows.get((workload, "torch"))
+        ratio = _ratio(rows, workload, "bpcompile")
         target = TARGETS[workload.split()[0]]
-        ratio = gen["paired_ratio"]
         fb = cheap.get((workload, "bpcompile"), {}).get("fwdbwd_over_fwd")
-        print(f"{workload:10} {ratio:17.2f} {torch['paired_ratio'] if torch else float('nan'):13.2f} "
-              f"{target:7.2f} {'yes' if ratio <= target else 'NO':>4} "
-              f"{fb if fb is not None else float('nan'):24.2f}")
+        numba = _ratio(rows, workload, "bpcompile/numba")
+        bound, _ = _numba_target(workload, rows)
+        print(f"{workload:10} {ratio:9.2f} {target:6.2f} {'yes' if ratio <= target else 'NO':>4} "
+              f"{fb if fb is not None else float('nan'):5.2f} | {numba:9.2f} {bound:6.2f} "
+              f"{'yes' if numba <= bound else 'NO':>4} | {_ratio(rows, workload, 'torch'):6.2f} "
+              f"{_ratio(rows, workload, 'jax'):6.2f} {_ratio(rows, workload, 'jax/scan'):8.2f} "
+              f"{_ratio(rows, workload, 'numba'):9.2f}")
+    print("# numba targets: A " + _numba_target("A", rows)[1] + "; B1 " + _numba_target("B1", rows)[1]
+          + "; D mb=1 " + _numba_target("D mb=1", rows)[1] + "; the rest <= the NumPy target")
 
 
 def memory():
@@ -105,7 +130,8 @@ def memory():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("-w", "--workloads", default="A,B1,B2,C,D")
-    ap.add_argument("--impls", default="numpy,torch", help="the harness's other columns")
+    ap.add_argument("--impls", default="numpy,torch,jax,numba",
+                    help="the harness's other columns (numba: the hand-written reference)")
     ap.add_argument("--rounds", type=int, default=15)
     ap.add_argument("--json", help="keep the harness's JSON results here")
     ap.add_argument("--memory-only", action="store_true")

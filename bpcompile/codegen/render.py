@@ -184,11 +184,14 @@ def helper_blocks():
     """name -> source of every helper function in templates/helpers/*.py."""
     blocks = {}
     for path in sorted((templates_dir() / "helpers").glob("*.py")):
-        text = path.read_text(encoding="utf-8")
-        for node in ast.parse(text).body:
-            if isinstance(node, ast.FunctionDef):
-                blocks[node.name] = ast.get_source_segment(text, node)
+        blocks.update(_function_blocks(path))
     return blocks
+
+
+def _function_blocks(path):
+    text = path.read_text(encoding="utf-8")
+    return {node.name: ast.get_source_segment(text, node)
+            for node in ast.parse(text).body if isinstance(node, ast.FunctionDef)}
 
 
 # The optimizer updates every layer module defines after sgd_step (helpers/optimizers.py).
@@ -199,7 +202,7 @@ OPTIMIZERS = "optimizers.py"
 def module_globals():
     """Every top-level name that a helper or kernel file may bring into a generated
     module, the symbol table never hands these out."""
-    names = set(helper_blocks())
+    names = set(helper_blocks()) | set(numba_helper_blocks()) | {"_WORKERS", "_FEW_ROWS"}
     for path in sorted((templates_dir() / "kernels").glob("*.py")):
         for node in ast.parse(path.read_text(encoding="utf-8")).body:
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
@@ -218,10 +221,35 @@ def file_blocks(name):
     return tuple(node.name for node in ast.parse(text).body if isinstance(node, ast.FunctionDef))
 
 
-def helpers_for(names):
-    """Helper sources for `names`, in a stable order; `kernels/x.py` includes a whole file."""
-    blocks = helper_blocks()
-    return [_kernel_file(n) if n.endswith(".py") else blocks[n] for n in sorted(set(names))]
+def helpers_for(names, target="numpy"):
+    """Helper sources for `names`, in a stable order; `kernels/x.py` includes a whole file.
+    The numba target takes the helpers of templates/numba/helpers.py where it has them
+    (and the helpers those call)."""
+    blocks = dict(helper_blocks())
+    names = set(names)
+    if target == "numba":
+        overrides = numba_helper_blocks()
+        blocks.update(overrides)
+        names |= numba_helper_needs(names)
+    return [_kernel_file(n) if n.endswith(".py") else blocks[n] for n in sorted(names)]
+
+
+@lru_cache(maxsize=1)
+def numba_helper_blocks():
+    """name -> source of the numba target's helper versions (templates/numba/helpers.py)."""
+    return _function_blocks(templates_dir() / "numba" / "helpers.py")
+
+
+def numba_helper_needs(names):
+    """The numba target's helpers that its versions of `names` call, transitively."""
+    overrides = numba_helper_blocks()
+    needed, todo = set(), [n for n in names if n in overrides]
+    while todo:
+        called = {node.id for node in ast.walk(ast.parse(overrides[todo.pop()]))
+                  if isinstance(node, ast.Name) and node.id in overrides}
+        todo += sorted(called - needed - set(names))
+        needed |= called
+    return needed
 
 
 def _kernel_lines(name):
@@ -353,7 +381,8 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
         predict_doc=_predict_doc(loss, compiler),
         boundary_text=_boundary_text(compiler),
         optimizers=[helper_blocks()[n] for n in optimizers],
-        helpers=helpers_for(helpers),
+        helpers=helpers_for(helpers, target),
+        numba_workers=target == "numba" and "_in_parallel" in numba_helper_needs(helpers),
         imports=imports,
         row=row,
         # the one-example buffers are module globals, assigned by _allocate_one_example

@@ -1,0 +1,88 @@
+# The numba target's versions of helpers/*.py functions (same names, same results):
+# large matrix products split into row blocks that run on every core.  NumPy's BLAS
+# calls release the GIL, so threads run them side by side; each block is the same
+# product on fewer rows, so the results equal the NumPy target's.  Blocks separated by
+# `# --- name` lines, like helpers/*.py.
+
+# --- _in_parallel
+def _in_parallel(rows, block, work):
+    """block(slice) for row blocks covering range(rows): on numba's thread count
+    (NUMBA_NUM_THREADS) when `work` (multiply-adds) is large, else in one call."""
+    global _WORKERS
+    threads = min(numba.config.NUMBA_NUM_THREADS, rows)
+    if threads < 2 or work < 1 << 21:          # below ~2M multiply-adds a thread costs more
+        block(slice(0, rows))
+        return
+    if _WORKERS is None:
+        import concurrent.futures
+        _WORKERS = concurrent.futures.ThreadPoolExecutor(numba.config.NUMBA_NUM_THREADS - 1)
+    bounds = [rows * k // threads for k in range(threads + 1)]
+    parts = [slice(bounds[k], bounds[k + 1]) for k in range(threads)]
+    pending = [_WORKERS.submit(block, part) for part in parts[1:]]
+    block(parts[0])
+    for future in pending:
+        future.result()
+
+# --- _linear_steps
+def _linear_steps(x, W, b):
+    """x (..., n) @ W.T + b at every position: one 2-D product per block of rows, or,
+    with few rows (every block would read all of W), per block of W's rows."""
+    rows = x.reshape(-1, x.shape[-1])
+    out = np.empty((len(rows), W.shape[0]), dtype=np.result_type(rows, W))
+
+    def row_block(part):
+        np.matmul(rows[part], W.T, out=out[part])
+        out[part] += b
+
+    def column_block(part):
+        out[:, part] = rows @ W[part].T + b[part]
+    few = len(rows) < _FEW_ROWS
+    _in_parallel(len(W) if few else len(rows), column_block if few else row_block,
+                 rows.size * W.shape[0])
+    return out.reshape(x.shape[:-1] + (W.shape[0],))
+
+# --- _matmul_steps
+def _matmul_steps(a, b):
+    """a (..., n) @ b (n, m) over all leading axes, one product per block of rows (with
+    b stored transposed, (b.T @ a.T).T, as the NumPy target computes it), or, with few
+    rows, the sum of the products of blocks of a's columns and b's rows."""
+    rows = a.reshape(-1, a.shape[-1])
+    out = np.empty((len(rows), b.shape[-1]), dtype=np.result_type(rows, b))
+    transposed = b.flags.f_contiguous and not b.flags.c_contiguous
+
+    def row_block(part):
+        if transposed:
+            np.matmul(b.T, rows[part].T, out=out[part].T)
+        else:
+            np.matmul(rows[part], b, out=out[part])
+    if len(rows) >= _FEW_ROWS:
+        _in_parallel(len(rows), row_block, rows.size * b.shape[-1])
+        return out.reshape(a.shape[:-1] + (b.shape[-1],))
+    partial = {}
+
+    def inner_block(part):
+        partial[part.start] = rows[:, part] @ b[part]
+    _in_parallel(len(b), inner_block, rows.size * b.shape[-1])
+    np.sum([partial[start] for start in sorted(partial)], axis=0, out=out)
+    return out.reshape(a.shape[:-1] + (b.shape[-1],))
+
+# --- _subtract_product
+def _subtract_product(W, a, b):
+    """W -= a.T @ b, W's rows in blocks on every core, each block as the NumPy target
+    does it (about a megabyte of rows at a time while it is in cache)."""
+    if W.flags.f_contiguous and not W.flags.c_contiguous:
+        W, a, b = W.T, b, a     # stored transposed (init_params): W.T -= b.T @ a, row-major
+
+    def block(part):
+        _subtract_rows(W[part], a[:, part], b)
+    _in_parallel(len(W), block, W.size * len(a))
+
+# --- _subtract_rows
+def _subtract_rows(W, a, b):
+    """W -= a.T @ b for a row-major W (the NumPy target's _subtract_product)."""
+    if len(a) > 128 or W.nbytes <= 1 << 22:
+        W -= a.T @ b
+        return
+    rows = max(1, (1 << 20) // max(1, W.itemsize * W[0].size))
+    for start in range(0, len(W), rows):
+        W[start:start + rows] -= a[:, start:start + rows].T @ b

@@ -1,0 +1,96 @@
+"""The numba target's layer modules: same functions and results as the NumPy
+target's, with the large matrix products split into row blocks on every core
+(templates/numba/helpers.py).  The finite-difference suites run on both targets
+(the both_targets mark); this file checks what only the numba target has."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import bpcompile
+
+numba = pytest.importorskip("numba")
+
+# products of a few million multiply-adds, so that they are split between threads
+LANGUAGE_MODEL = {"name": "lm", "dtype": "float64", "input": {"vocab": 3000},
+                  "layers": [{"embedding": 16}, {"lstm": {"hidden": 48}}, {"linear": 3000}],
+                  "loss": "softmax_cross_entropy"}
+WIDE_MLP = {"name": "wide", "dtype": "float64", "input": [700],
+            "layers": [{"linear": 300}, "relu", {"linear": 10}],
+            "loss": "softmax_cross_entropy"}
+
+
+def both(spec):
+    return bpcompile.compile(spec, target="numpy"), bpcompile.compile(spec, target="numba")
+
+
+def problem(module, batch, seed=0):
+    rng = np.random.default_rng(seed)
+    params = {k: v * 3 for k, v in module.init_params(seed).items()}
+    if module.SEQUENCE:
+        return params, rng.integers(0, module.VOCAB, (batch, 9)), \
+            rng.integers(0, module.OUTPUTS, (batch, 9))
+    return params, rng.standard_normal((batch,) + module.INPUT_SHAPE), \
+        rng.integers(0, module.OUTPUTS, batch)
+
+
+def assert_close(a, b, what):
+    a, b = np.asarray(a), np.asarray(b)
+    scale = max(float(np.max(np.abs(b))), 1e-300)
+    assert float(np.max(np.abs(a - b))) <= 1e-12 * scale, what
+
+
+@pytest.mark.parametrize("spec", [LANGUAGE_MODEL, WIDE_MLP], ids=lambda s: s["name"])
+def test_split_products_give_the_numpy_targets_results(spec):
+    reference, module = both(spec)
+    params, x, y = problem(module, 20)
+    J0, g0 = reference.value_and_grad(params, x, y)
+    J1, g1 = module.value_and_grad(params, x, y)
+    assert_close(J1, J0, "J")
+    for key in g0:
+        assert_close(g1[key], g0[key], key)
+    stepped0 = {k: v.copy() for k, v in params.items()}
+    stepped1 = {k: v.copy() for k, v in params.items()}
+    reference.sgd_step(stepped0, x, y, 0.1)
+    module.sgd_step(stepped1, x, y, 0.1)
+    for key in stepped0:
+        assert_close(stepped1[key], stepped0[key], key)
+    if numba.config.NUMBA_NUM_THREADS > 1:
+        assert module._WORKERS is not None, "no product was split between threads"
+
+
+def test_in_parallel_covers_every_row_once_and_stays_serial_when_small():
+    _, module = both(WIDE_MLP)
+    seen = []
+    module._in_parallel(10, seen.append, work=1 << 30)
+    rows = sorted(r for part in seen for r in range(10)[part])
+    assert rows == list(range(10))
+    assert len(seen) == min(numba.config.NUMBA_NUM_THREADS, 10)
+    seen.clear()
+    module._in_parallel(10, seen.append, work=100)
+    assert seen == [slice(0, 10)]
+
+
+def test_one_thread_when_numba_is_told_so(tmp_path):
+    """NUMBA_NUM_THREADS=1 (e.g. one process per core under MPI) starts no thread."""
+    path = tmp_path / "wide.py"
+    path.write_text(bpcompile.compile(WIDE_MLP, target="numba").SOURCE)
+    code = ("import sys, numpy as np; sys.path.insert(0, sys.argv[1]); import wide; "
+            "p = wide.init_params(0); x = np.ones((64, 700)); y = np.zeros(64, int); "
+            "wide.sgd_step(p, x, y, 0.1); print(wide._WORKERS)")
+    env = {"NUMBA_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                         text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "None"
+
+
+def test_a_numba_module_says_what_it_needs_and_what_runs_compiled():
+    source = bpcompile.compile(LANGUAGE_MODEL, target="numba").SOURCE
+    assert source.splitlines()[2].startswith("# Target numba: needs numba")
+    assert "Compiled (target numba):" in source
+    assert "Needs only NumPy." not in source
+    numpy_source = bpcompile.compile(LANGUAGE_MODEL, target="numpy").SOURCE
+    assert "numba" not in numpy_source and "_in_parallel" not in numpy_source
