@@ -68,17 +68,19 @@ class NumpyPrinter(StrPrinter):
     def _print_Float(self, expr):
         return repr(float(expr))
 
+    constants = "np"        # the module e, pi and inf are read from
+
     def _print_Exp1(self, expr):
-        return "np.e"
+        return f"{self.constants}.e"
 
     def _print_Pi(self, expr):
-        return "np.pi"
+        return f"{self.constants}.pi"
 
     def _print_Infinity(self, expr):
-        return "np.inf"
+        return f"{self.constants}.inf"
 
     def _print_NegativeInfinity(self, expr):
-        return "-np.inf"
+        return f"-{self.constants}.inf"
 
 
 _PRINTER = NumpyPrinter({"order": "none"})
@@ -120,6 +122,8 @@ class ScalarPrinter(NumpyPrinter):
     """Prints SymPy expressions as code on float scalars, for the loop body of a
     numba kernel: the same formulas as NumpyPrinter, with `math` functions."""
 
+    constants = "math"
+
     def _print_Function(self, expr):
         template = SCALAR_FUNCTIONS.get(type(expr))
         if template is None:
@@ -144,18 +148,6 @@ class ScalarPrinter(NumpyPrinter):
             # exponent gives NumPy's inf
             return f"{self.parenthesize(base, PRECEDENCE['Pow'])}**({float(exponent)!r})"
         return super()._print_Pow(expr, rational)
-
-    def _print_Exp1(self, expr):
-        return "math.e"
-
-    def _print_Pi(self, expr):
-        return "math.pi"
-
-    def _print_Infinity(self, expr):
-        return "math.inf"
-
-    def _print_NegativeInfinity(self, expr):
-        return "-math.inf"
 
 
 _SCALAR_PRINTER = ScalarPrinter({"order": "none"})
