@@ -12,6 +12,8 @@ from bpcompile.compiler import compile_spec, load_spec
 from bpcompile.errors import SpecError
 from bpcompile.training.gradcheck import relative_error
 
+pytestmark = pytest.mark.both_targets
+
 TOL = 1e-6
 STEP = 1e-5
 

@@ -10,6 +10,8 @@ from bpcompile.cli.main import main
 from bpcompile.compiler import compile_file, compile_spec, load_module, load_spec
 from bpcompile.training.gradcheck import relative_error
 
+pytestmark = pytest.mark.both_targets
+
 TOL = 1e-6
 H = 1e-4       # central-difference step: truncation ~H**2, far below TOL in float64
 

@@ -17,6 +17,8 @@ from bpcompile.compiler import compile_spec, load_module, load_spec
 from bpcompile.frontends.sequence_layers import layer_direction
 from test_recurrent import gradient_errors   # central differences of params and state
 
+pytestmark = pytest.mark.both_targets
+
 TOL = 1e-6
 
 GRU = ("z = sigmoid(W_xz @ x + W_hz @ h_prev + b_z)\\n"

@@ -9,6 +9,8 @@ import pytest
 from bpcompile.training import sequences as sq
 from bpcompile.training.sequences import Vocabulary
 
+pytestmark = pytest.mark.both_targets
+
 
 # ---------------------------------------------------------------------------
 # padding

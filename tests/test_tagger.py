@@ -3,8 +3,12 @@ whose words need their context (flies: noun or verb; like: verb or adposition)."
 
 import io
 
+import pytest
+
 from bpcompile.compiler import compile_file, load_module
 from bpcompile.training.seqtrain import UPOS, tagger_accuracy, train_tagger
+
+pytestmark = pytest.mark.both_targets
 
 SENTENCES = [
     [("time", "NOUN"), ("flies", "VERB"), ("like", "ADP"), ("an", "DET"), ("arrow", "NOUN")],

@@ -200,7 +200,6 @@ class ScanKernels:
 
     # -- the backward kernel ---------------------------------------------------------------
     def backward_items(self):
-        scan, n = self.scan, self.n
         items = [self._seeds()]
         adjoints = self.sched.adjoints
         fused_adjoints = {adjoints.get(f) for f in self.fused}
@@ -378,6 +377,8 @@ class ScanKernels:
                 if any(r > i for r in readers.get(d, ())):
                     body.append(f"{arrays.row(d)}[{b}, {j}] = {d}")
             defined_before |= defined
+            if not body:                 # (nothing per unit at this point of the step)
+                continue
             lines += [f"for {b} in range({self.n['B']}):", f"    for {j} in range({self.H}):"]
             lines += [f"        {line}" for line in body]
         return lines, rows
@@ -420,8 +421,7 @@ class ScanKernels:
         def forward_array(name):
             prev = {scan.state_names[s]["prev"]: s for s in states}
             return self.state_rows[prev[name]]["prev"] if name in prev else None
-        store = {v: name for v, name in saved.items()}
-        f_lines, f_rows = self.step_lines(forward, forward_scalar, forward_array, store)
+        f_lines, f_rows = self.step_lines(forward, forward_scalar, forward_array, saved)
         prevs = {scan.state_names[s]["prev"]: s for s in states}
         saved_prev = [(saved[p], self.state_rows[s]["prev"]) for p, s in prevs.items() if p in saved]
         # the products with a state, transposed (units, rows): BLAS multiplies a stored
@@ -460,7 +460,6 @@ class ScanKernels:
                 f"return {self.numpy_names['backward']}({', '.join(c['backward_args'])}, "
                 f"{n['need_dx']})", 8),
             "saved_arrays": saved_arrays,
-            "saved_shapes": {name: self._saved_width(v) for v, name in saved.items()},
             "prev_rows": list(zip(prev_rows, next_rows, [scan.state_names[s]["init"] for s in states])),
             "forward_kernel_args": [n["order"], n["full"], n["mask"]] + xs + X + stacks + vectors
             + matrices + prev_rows + next_rows + [n["out"]] + saved_arrays,
@@ -483,9 +482,6 @@ class ScanKernels:
             values[f"{d}_kernel_signature"] = layout.wrap(f"def {self.kernel_names[d]}({params}):", 0)
             values[f"{d}_call"] = layout.wrap(f"{self.kernel_names[d]}({', '.join(args)})", 4)
         return values
-
-    def _saved_width(self, value):
-        return self.H
 
     def _allocations(self, rows, dtype):
         return [f"{array} = np.empty(({self.n['B']}, {self.H}), {dtype})" for array in rows.values()]

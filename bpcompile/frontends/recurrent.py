@@ -753,6 +753,8 @@ class ScanCompiler:
             "grad_vars": [(self.grad_vars[p], self.V(p)) for p in self.vector_params + self.loop_matrices],
             "dHs": [self.stack_names[s]["_dHs"] for s in self.h_slots
                     if not (s == first and self._h_prefix())],
+            # the numba target renders its compiled loop from the structured statements
+            "scan": self, "forward_args": forward_args, "backward_args": backward_args,
         }
 
 
