@@ -43,19 +43,22 @@ class NumpyPrinter(StrPrinter):
         text = template.format(*(self._print(a) for a in expr.args))
         return f"({text})" if type(expr) in _NEEDS_PARENS else text
 
-    _print_Abs = _print_Function
-    _print_Max = _print_Function
-    _print_Min = _print_Function
-    _print_sign = _print_Function
-    _print_exp = _print_Function
-    _print_ExpBase = _print_Function
+    def _print_through_table(self, expr):
+        return self._print_Function(expr)     # the subclass's table, for a subclass
+
+    _print_Abs = _print_through_table
+    _print_Max = _print_through_table
+    _print_Min = _print_through_table
+    _print_sign = _print_through_table
+    _print_exp = _print_through_table
+    _print_ExpBase = _print_through_table
 
     def _print_Pow(self, expr, rational=False):
         base, exponent = expr.args
         if exponent == sp.Rational(1, 2):
-            return f"np.sqrt({self._print(base)})"
+            return f"{self.constants}.sqrt({self._print(base)})"
         if exponent == -sp.Rational(1, 2):
-            return f"1/np.sqrt({self._print(base)})"
+            return f"1/{self.constants}.sqrt({self._print(base)})"
         return super()._print_Pow(expr, rational)
 
     def _print_Piecewise(self, expr):
@@ -68,7 +71,7 @@ class NumpyPrinter(StrPrinter):
     def _print_Float(self, expr):
         return repr(float(expr))
 
-    constants = "np"        # the module e, pi and inf are read from
+    constants = "np"        # the module e, pi, inf and sqrt are read from
 
     def _print_Exp1(self, expr):
         return f"{self.constants}.e"
@@ -130,19 +133,8 @@ class ScalarPrinter(NumpyPrinter):
             return super()._print_Function(expr)
         return template.format(*(self._print(a) for a in expr.args))
 
-    _print_Abs = _print_Function
-    _print_Max = _print_Function
-    _print_Min = _print_Function
-    _print_sign = _print_Function
-    _print_exp = _print_Function
-    _print_ExpBase = _print_Function
-
     def _print_Pow(self, expr, rational=False):
         base, exponent = expr.args
-        if exponent == sp.Rational(1, 2):
-            return f"math.sqrt({self._print(base)})"
-        if exponent == -sp.Rational(1, 2):
-            return f"1/math.sqrt({self._print(base)})"
         if exponent.is_Integer and exponent < -1:
             # numba's power by a negative integer raises ZeroDivisionError at 0: a float
             # exponent gives NumPy's inf
