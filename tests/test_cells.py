@@ -48,9 +48,9 @@ def problem(module, batch=3, steps=4, seed=0):
     return params, x, y, mask
 
 
-def gradient_error(module, seed=0):
+def gradient_error(module, seed=0, batch=3, steps=4):
     """The largest norm-wise relative error over the parameters (masked batch)."""
-    params, x, y, mask = problem(module, seed=seed)
+    params, x, y, mask = problem(module, batch, steps, seed)
     J, grads = module.value_and_grad(params, x, y, mask)
     assert np.isfinite(J)
     assert set(grads) >= set(params)

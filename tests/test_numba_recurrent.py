@@ -9,13 +9,12 @@ import pytest
 
 import bpcompile
 from bpcompile.codegen import numba_scan
-from bpcompile.training.gradcheck import relative_error
+from test_cells import gradient_error
 
 numba = pytest.importorskip("numba")
 
 EXACT = 1e-12          # float64: the two targets agree to rounding
 FD_TOL = 1e-6
-STEP = 1e-5
 
 
 def spec(layer, dtype="float64", vocab=7, inputs=3, extra=()):
@@ -134,29 +133,11 @@ def test_padding_keeps_the_state():
         assert np.allclose(cache["state"][key][1:], value, rtol=1e-13, atol=1e-13)
 
 
-def finite_difference_error(module, seed=0):
-    params, x, y, mask = problem(module, seed=seed, batch=2, steps=4)
-    _, grads = module.value_and_grad(params, x, y, mask)
-    worst = 0.0
-    for key, array in params.items():
-        numeric = np.zeros_like(array)
-        for i in np.ndindex(array.shape):
-            original = array[i]
-            array[i] = original + STEP
-            plus = module.forward(params, x, y, mask)[0]
-            array[i] = original - STEP
-            minus = module.forward(params, x, y, mask)[0]
-            array[i] = original
-            numeric[i] = (plus - minus) / (2 * STEP)
-        worst = max(worst, relative_error(grads[key], numeric))
-    return worst
-
-
 @pytest.mark.parametrize("name", ["lstm", "peephole", "gru", "reverse_gru", "stacked_rnn",
                                   "two_states"])
 def test_numba_gradients_match_central_differences(name):
     module = bpcompile.compile(spec(LAYERS[name]), target="numba")
-    assert finite_difference_error(module) < FD_TOL
+    assert gradient_error(module, batch=2, steps=4) < FD_TOL
 
 
 @pytest.mark.parametrize("name", ["rnn", "lstm", "gru", "bidirectional_lstm", "two_states"])
