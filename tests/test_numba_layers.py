@@ -89,7 +89,7 @@ def test_one_thread_when_numba_is_told_so(tmp_path):
 
 def test_a_numba_module_says_what_it_needs_and_what_runs_compiled():
     source = bpcompile.compile(LANGUAGE_MODEL, target="numba").SOURCE
-    assert source.splitlines()[2].startswith("# Needs numba (pip install numba")
+    assert source.splitlines()[2].startswith("# Needs numba and scipy (pip install numba scipy")
     assert "Compiled (target numba):" in source
     assert "Needs only NumPy." not in source
     numpy_source = bpcompile.compile(LANGUAGE_MODEL, target="numpy").SOURCE

@@ -142,7 +142,7 @@ def test_the_numba_epoch_is_one_compiled_call():
         return
     import numba
     assert isinstance(module._sgd_epoch_one, numba.core.registry.CPUDispatcher)
-    assert module.SOURCE.splitlines()[2].startswith("# Needs numba (pip install numba")
+    assert module.SOURCE.splitlines()[2].startswith("# Needs numba and scipy (pip install numba scipy")
     x, y = data(module, 5)
     module.sgd_epoch(module.init_params(0), x, y, 0.1)
     assert module._sgd_epoch_one.signatures, "the compiled loop did not run"

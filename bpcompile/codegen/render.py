@@ -146,7 +146,7 @@ def _target_header(graph, target, points):
     if target != "numba":
         return []
     if points:
-        return ["# Needs numba (pip install numba, or pip install 'bpcompile[numba]'): "
+        return ["# Needs numba and scipy (pip install numba scipy, or pip install 'bpcompile[numba]'): "
                 "compiled loops."]
     reason = "sum and @ read whole arrays" if any(node.op in ("sum", "dot") for node in graph) \
         else "no loop fits this program"
