@@ -124,3 +124,13 @@ def test_installed_command_compiles_simple_yaml(venv, tmp_path):
     assert grad == pytest.approx(float(want_grad), rel=1e-15)
     t = 0.49
     assert grad == pytest.approx(-np.sin(np.sin(t) + 3 * t) * (np.cos(t) + 3) * 1.4, rel=1e-13)
+
+
+def test_the_numba_extra_brings_scipy():
+    """numba's compiled np.dot calls BLAS through scipy: a fresh environment with
+    numba alone failed every compiled kernel that multiplies matrices."""
+    import tomllib
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for extra in ("numba", "test"):
+        names = {requirement.split(">")[0].split(";")[0].strip() for requirement in extras[extra]}
+        assert {"numba", "scipy"} <= names, (extra, names)
