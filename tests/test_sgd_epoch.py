@@ -148,6 +148,38 @@ def test_the_numba_epoch_is_one_compiled_call():
     assert module._sgd_epoch_one.signatures, "the compiled loop did not run"
 
 
+@pytest.mark.parametrize("spec", ROW_SPECS, ids=lambda s: s["name"])
+def test_the_numba_epoch_subtracts_each_weights_outer_product_in_place(spec):
+    """Every linear weight whose gradient is an outer product (all but a one-unit
+    output's) is updated by _subtract_outer in the compiled loop, which therefore
+    holds no buffer for it; the NumPy one-example step keeps its BLAS product.  The
+    results are the NumPy target's (test_batch_size_one_equals_the_numpy_target).
+    With an l2 penalty a weight's gradient is a sum of two terms: the kernel keeps
+    the buffer that adds them."""
+    module = bpcompile.compile(spec)
+    if targets.DEFAULT_TARGET != "numba":
+        assert "_subtract_outer" not in module.SOURCE
+        return
+    kernel = module.SOURCE.split("def _sgd_epoch_one(")[1].split("\ndef ")[0]
+    one_example = module.SOURCE.split("def _sgd_step_one(")[1].split("\ndef ")[0]
+    for key, shape in module.PARAMS.items():
+        if not key.endswith(".W") or shape[0] == 1:
+            continue
+        var = key.replace(".", "_")
+        assert f"_dJ_d{var}_buf" in one_example, key
+        if "l2" in spec:
+            assert f"_subtract_outer({var}, " not in kernel, key
+            assert f"subtract({var}, _dJ_d{var}_buf, {var})" in kernel, key
+            continue
+        assert f"_subtract_outer({var}, " in kernel, key
+        assert f"_dJ_d{var}_buf" not in kernel, key
+    if "_subtract_outer(" not in kernel:
+        return
+    x, y = data(module, 4)
+    module.sgd_epoch(module.init_params(0), x, y, 0.1)
+    assert module._subtract_outer.signatures, "the compiled update did not run"
+
+
 def test_a_tagger_weights_the_steps_by_their_real_positions():
     module = bpcompile.compile(TAGGER)
     x, y = data(module, 5, seed=2)

@@ -13,11 +13,19 @@ into a buffer allocated once when the module is imported:
 * a bias's adjoint is the node's adjoint itself, not a copy;
 * one-output losses run on Python floats.
 
+The numba target compiles the same statements into one loop over an epoch
+(`epoch_body`), with one difference: a weight whose gradient is an outer
+product (`RowRule.outer`) is updated by `_subtract_outer(W, g, h)`, one
+compiled pass of W[j, i] -= g[j] * h[i], instead of BLAS writing the outer
+product into a buffer that the update then reads back (each entry is the
+same one product either way).
+
 This is only for graphs whose every op has a one-example form (MLPs); for the
 others `render` returns None and sgd_step has no such path.  Buffers make the
 step non-reentrant: the module says so.
 """
 
+import string
 from dataclasses import dataclass, field
 
 from . import layout
@@ -33,6 +41,9 @@ class RowStep:
     buffers: list = field(default_factory=list)     # `name = np.empty(...)` lines, allocated once
     buffer_names: list = field(default_factory=list)  # the names they assign
     body: list = field(default_factory=list)        # the function's statements after the checks
+    epoch_body: list = field(default_factory=list)  # the same for the numba epoch kernel
+    epoch_buffers: list = field(default_factory=list)  # the buffers it uses
+    outer_updates: bool = False                     # whether epoch_body calls _subtract_outer
     checks: list = field(default_factory=list)      # (variable, key, shape) of each parameter
     x_shape: tuple = ()
     helpers: list = field(default_factory=list)
@@ -148,6 +159,13 @@ class _NumPy:
         return getattr(self, name.removeprefix("np."))
 
 
+@dataclass
+class _Split:
+    """Lines that differ between the one-example step (NumPy) and the epoch kernel (numba)."""
+    numpy: list
+    numba: list
+
+
 class _Renderer:
     def __init__(self, compiler, sched, graph):
         self.compiler, self.sched, self.graph = compiler, sched, graph
@@ -161,6 +179,13 @@ class _Renderer:
         self.constants = {}           # number -> name of its 0-d array
         self.minted = {}              # base -> the name the module's symbol table gave it
         self.np = _NumPy(self.mint)   # NumPy functions, called through local names
+        self.outer = {}               # parameter adjoint -> (column, row): an outer product
+        self.outer_buffers = set()    # the buffers the epoch kernel does not need for them
+        # how many statements add to each adjoint: a weight used twice sums two products,
+        # and then the outer product cannot go straight into the update
+        self.contributions = {}
+        for s in sched.backward:
+            self.contributions[s.target] = self.contributions.get(s.target, 0) + 1
 
     # --- names -------------------------------------------------------------------------
     def mint(self, base):
@@ -314,6 +339,21 @@ class _Renderer:
             into = self.vector(self.scratch(shape)(), shape) if s.accumulate else own
             fields = self.fields(node, rule, g=g, adj=into)
             code = [line.format(*fields["operands"], np=self.np, **fields["named"]) for line in lines]
+            outer = rule.outer[node.operands.index(operand)] if rule.outer else None
+            # (the vectors are read at the update, after every adjoint: a parameter among
+            # them would have changed by then)
+            if (outer and operand in self.params and self.contributions[target] == 1
+                    and not _reads_params(outer, node, self.params)):
+                # the numba epoch subtracts the outer product from the weight in the update
+                column, row = (part.format(*fields["operands"], **fields["named"]) for part in outer)
+                self.outer[target] = (column, row)
+                self.outer_buffers.add(own.name)
+                self.adjoints[target] = own
+                numpy = [*layout.statement(code[0], s.comment), *code[1:]]
+                numba = layout.comment_lines(s.comment) + layout.comment_lines(
+                    f"{target} = outer({column}, {row}): subtracted from the weight in the update")
+                self.step.body.append(_Split(numpy, numba))
+                return
         else:
             own = self.vector(own.name, shape)
             into = own
@@ -363,6 +403,10 @@ class _Renderer:
                 g = self.adjoints[adjoint]
                 if g.is_float and self.params[var].shape == (1,):   # one bias: plain float arithmetic
                     step.body.append(f"{var}[0] -= {g}")
+                elif adjoint in self.outer:
+                    column, row = self.outer[adjoint]
+                    step.body.append(_Split([f"{self.np.subtract}({var}, {g}, {var})"],
+                                            [f"_subtract_outer({var}, {column}, {row})"]))
                 else:
                     step.body.append(f"{self.np.subtract}({var}, {g.box if g.is_float else g}, {var})")
         step.buffers = [f"{name} = np.empty({shape!r}, dtype=DTYPE)" for name, shape in self.declared.items()]
@@ -370,7 +414,27 @@ class _Renderer:
         constants = sorted(self.constants.items(), key=lambda item: item[1])
         step.buffers += [f"{name} = np.array({number!r}, dtype=DTYPE)" for number, name in constants]
         step.buffer_names = [*self.declared, *self.views, *(name for _, name in constants)]
+        step.epoch_buffers = [line for line, name in zip(step.buffers, step.buffer_names)
+                              if name not in self.outer_buffers]
+        step.body, step.epoch_body = _versions(step.body)
+        step.outer_updates = bool(self.outer)
         self.step.ufuncs = sorted(self.np.bound.items(), key=lambda item: item[1])
         step.helpers = sorted({h for n in self.graph if n.op in TENSOR_OPS
                                for h in row_rule(self.graph, n).helpers})
         return step
+
+
+def _reads_params(texts, node, params):
+    """Whether the format strings `texts` name an operand of `node` that is a parameter."""
+    fields = {name.split(".")[0] for text in texts
+              for _, name, _, _ in string.Formatter().parse(text) if name}
+    return any(field.isdigit() and node.operands[int(field)] in params for field in fields)
+
+
+def _versions(entries):
+    """(the NumPy step's lines, the numba epoch's lines) of a body with _Split entries."""
+    numpy, numba = [], []
+    for entry in entries:
+        numpy.extend(entry.numpy if isinstance(entry, _Split) else [entry])
+        numba.extend(entry.numba if isinstance(entry, _Split) else [entry])
+    return numpy, numba

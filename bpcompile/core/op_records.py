@@ -23,12 +23,17 @@ class RowRule:
     used when the node's value, or its first operand's, is such a float; then
     `{g}`, and `{adj}` of that operand, are floats too, and `{g.box}` is a 0-d
     array holding `{g}` for ufunc calls.
+
+    `outer` says, per operand, where that operand's adjoint is an outer product:
+    (column, row), the two vectors whose product it is, in the same fields
+    (else None).  The numba epoch then subtracts it from a weight in one pass.
     """
     forward: tuple
     vjps: tuple
     locals: tuple = ()
     helpers: tuple = ()
     scalar: "RowRule" = None
+    outer: tuple = ()
 
 
 @dataclass(frozen=True)
