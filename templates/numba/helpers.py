@@ -61,7 +61,10 @@ def _matmul_steps(a, b):
     partial = {}
 
     def inner_block(part):
-        partial[part.start] = rows[:, part] @ b[part]
+        if transposed:      # BLAS is faster on the row-major b.T: (b.T @ a.T).T
+            partial[part.start] = (b[part].T @ rows[:, part].T).T
+        else:
+            partial[part.start] = rows[:, part] @ b[part]
     _in_parallel(len(b), inner_block, rows.size * b.shape[-1])
     np.sum([partial[start] for start in sorted(partial)], axis=0, out=out)
     return out.reshape(a.shape[:-1] + (b.shape[-1],))
