@@ -10,7 +10,9 @@ def _in_parallel(rows, block, work):
     (NUMBA_NUM_THREADS) when `work` (multiply-adds) is large, else in one call."""
     global _WORKERS
     threads = min(numba.config.NUMBA_NUM_THREADS, rows)
-    if threads < 2 or work < 1 << 21:          # below ~2M multiply-adds a thread costs more
+    # waking a thread costs 30-60 us on a 2-core VM: measured, W -= a.T @ b split in two
+    # took 1.5-1.8x as long at 3M multiply-adds and 0.8x at 13M
+    if threads < 2 or work < 1 << 23:
         block(slice(0, rows))
         return
     if _WORKERS is None:
