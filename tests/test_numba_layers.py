@@ -13,11 +13,11 @@ import bpcompile
 
 numba = pytest.importorskip("numba")
 
-# products of some ten million multiply-adds, so that they are split between threads
+# products of some twenty million multiply-adds, so that they are split between threads
 LANGUAGE_MODEL = {"name": "lm", "dtype": "float64", "input": {"vocab": 3000},
                   "layers": [{"embedding": 16}, {"lstm": {"hidden": 48}}, {"linear": 3000}],
                   "loss": "softmax_cross_entropy"}
-WIDE_MLP = {"name": "wide", "dtype": "float64", "input": [1500],
+WIDE_MLP = {"name": "wide", "dtype": "float64", "input": [3000],
             "layers": [{"linear": 300}, "relu", {"linear": 10}],
             "loss": "softmax_cross_entropy"}
 
@@ -78,7 +78,7 @@ def test_one_thread_when_numba_is_told_so(tmp_path):
     path = tmp_path / "wide.py"
     path.write_text(bpcompile.compile(WIDE_MLP, target="numba").SOURCE)
     code = ("import sys, numpy as np; sys.path.insert(0, sys.argv[1]); import wide; "
-            "p = wide.init_params(0); x = np.ones((64, 1500)); y = np.zeros(64, int); "
+            "p = wide.init_params(0); x = np.ones((64, 3000)); y = np.zeros(64, int); "
             "wide.sgd_step(p, x, y, 0.1); print(wide._WORKERS)")
     env = {"NUMBA_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,

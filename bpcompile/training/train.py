@@ -192,11 +192,6 @@ def _check_fit(module, params, x, y, ignore_index):
         module.forward(params, x[part], y[part])
 
 
-def check_examples(module, x, y, which, params=None, loss_options=None):
-    """Raise ValueError unless (x, y) can be fed to `module` (see :func:`prepare_split`)."""
-    prepare_split(module, x, y, which, params, loss_options)
-
-
 def _check_rate(lr):
     if isinstance(lr, bool) or not isinstance(lr, (int, float, np.floating, np.integer)) or not (
             0 < float(lr) < float("inf")):

@@ -11,8 +11,9 @@ def _in_parallel(rows, block, work):
     global _WORKERS
     threads = min(numba.config.NUMBA_NUM_THREADS, rows)
     # waking a thread costs 30-60 us on a 2-core VM: measured, W -= a.T @ b split in two
-    # took 1.5-1.8x as long at 3M multiply-adds and 0.8x at 13M
-    if threads < 2 or work < 1 << 23:
+    # took 1.5-1.8x as long as one call at 3M multiply-adds, 0.8x at 13M on a quiet
+    # machine but more than 1x on a busy one, and 0.6x from 34M on
+    if threads < 2 or work < 1 << 24:
         block(slice(0, rows))
         return
     if _WORKERS is None:
