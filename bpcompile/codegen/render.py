@@ -202,7 +202,8 @@ OPTIMIZERS = "optimizers.py"
 def module_globals():
     """Every top-level name that a helper or kernel file may bring into a generated
     module, the symbol table never hands these out."""
-    names = set(helper_blocks()) | set(numba_helper_blocks()) | {"_WORKERS", "_FEW_ROWS"}
+    names = set(helper_blocks()) | set(numba_helper_blocks()) | {
+        "_WORKERS", "_FEW_ROWS", "_WORKSPACE", "_WORKSPACE_BYTES", "threading"}
     for path in sorted((templates_dir() / "kernels").glob("*.py")):
         for node in ast.parse(path.read_text(encoding="utf-8")).body:
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
@@ -307,6 +308,7 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
     sgd_released = [] if compiler.sequence else planner.released(
         reused_forward, sgd_statements, graph, grads | {sched.output} | update_reads)
     forward = _lines(reused_forward)
+    sgd_forward = _lines(planner.between_calls(reused_forward, sched.output))
     predict = _lines(predict_statements)
     sgd_backward = aligned(sgd_statements)
     from ..core.autodiff import tensor_op
@@ -354,6 +356,8 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
         params=[_param_view(p) for p in params],
         param_var={p.key: p.var for p in params},
         forward=forward,
+        sgd_forward=sgd_forward,
+        workspace="_workspace" in helpers,
         forward_params=used_params(sched.forward),
         cache=cache,
         backward_body=backward_body,

@@ -39,6 +39,8 @@ class Statement:
     lines: tuple = ()           # forward: the statements to print when `target = code` is not
                                 # the fastest form (code stays the formula, for comments)
     overwrite: str = ""         # forward: a form that may overwrite operand 0's buffer
+    workspace: str = ""         # forward: a form whose result lives in a buffer that
+                                # sgd_step keeps between calls (planner.between_calls)
     consume: tuple = ()         # backward: (form that may overwrite the node's aux values,
                                 # with `{consume}` for the flag saying whether it may)
     buffer: str = None          # the memory planner's decision: the existing buffer the
@@ -124,7 +126,9 @@ class _Tensor:
         return Statement((node.name, *aux), fill(op.forward, node, None),
                          frozenset(node.node_operands()), node=node,
                          lines=tuple(fill(line, node, None) for line in op.forward_lines),
-                         overwrite=fill(op.forward_reuse, node, None) if op.forward_reuse else "")
+                         overwrite=fill(op.forward_reuse, node, None) if op.forward_reuse else "",
+                         workspace=fill(op.forward_workspace, node, None, {"key": f'"{node.name}"'})
+                         if op.forward_workspace else "")
 
     def adjoints(self, node, g, active):
         """[(operand, code, names read, None, alias, consuming form)] for the active operands;

@@ -55,6 +55,9 @@ class TensorOp:
                                  # gradient; the text may end with a comment
     forward_reuse: str = ""      # the forward when operand 0 is read by nothing else: it
                                  # may overwrite operand 0's buffer
+    forward_workspace: str = ""  # the forward into a buffer sgd_step keeps between calls
+                                 # (`{key}`: the node's name), for a result that does not
+                                 # outlive the call
     consuming_vjps: tuple = ()   # vjps that may overwrite the aux values, where the cache is
                                  # not kept (sgd_step, value_and_grad); `{consume}` is the
                                  # code of the flag

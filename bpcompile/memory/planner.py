@@ -166,6 +166,18 @@ def _outermost(expr):
     return ufunc, [p(a) for a in args]
 
 
+def between_calls(statements, returned):
+    """sgd_step's statements with each workspace form taken (a result written into a
+    buffer that the module keeps between calls, `_workspace`).  Sound because
+    sgd_step returns only `returned`, a number made by a reduction, and lets every
+    other value go when it returns: no array of one call is alive at the next.
+    A statement that already writes into another buffer keeps its form."""
+    return [replace(s, code=s.workspace, lines=(), comment=s.comment or
+                    "into a buffer kept between calls: nothing reads it after sgd_step")
+            if s.workspace and s.buffer is None and returned not in s.targets else s
+            for s in statements]
+
+
 def released(forward, backward, graph, kept):
     """The forward values that nothing after the forward pass reads (not the backward
     statements, nor `kept`: gradients, the output, what the updates read), in order:

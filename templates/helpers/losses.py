@@ -30,11 +30,29 @@ def _softmax_cross_entropy_grad(p, y, scale, overwrite=False):
     return grad
 
 # --- _linear_steps
-def _linear_steps(x, W, b):
-    """x (..., n) @ W.T + b at every position, as one 2-D product with the bias added in place."""
-    out = x.reshape(-1, x.shape[-1]) @ W.T
+def _linear_steps(x, W, b, workspace=None):
+    """x (..., n) @ W.T + b at every position, as one 2-D product with the bias added in
+    place; into the buffer _workspace keeps under the name `workspace` where given."""
+    rows = x.reshape(-1, x.shape[-1])
+    out = _workspace(workspace, (len(rows), W.shape[0]), np.result_type(rows, W))
+    np.matmul(rows, W.T, out=out)
     out += b
     return out.reshape(x.shape[:-1] + (W.shape[0],))
+
+# --- _workspace
+def _workspace(key, shape, dtype):
+    """An empty array for a temporary of sgd_step that nothing reads after the call.
+    From _WORKSPACE_BYTES on, the same array at every call with this key and shape
+    in this thread (each thread has its own): a fresh array that large costs a page
+    fault per page when first written (about 4% of a language model's step at
+    minibatch 64).  key None, or a smaller array: a new one."""
+    if key is None or int(np.prod(shape)) * np.dtype(dtype).itemsize < _WORKSPACE_BYTES:
+        return np.empty(shape, dtype)
+    kept = _WORKSPACE.__dict__
+    buffer = kept.get(key)
+    if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
+        buffer = kept[key] = np.empty(shape, dtype)
+    return buffer
 
 # --- _sum_steps
 def _sum_steps(g):

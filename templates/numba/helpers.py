@@ -27,11 +27,12 @@ def _in_parallel(rows, block, work):
         future.result()
 
 # --- _linear_steps
-def _linear_steps(x, W, b):
+def _linear_steps(x, W, b, workspace=None):
     """x (..., n) @ W.T + b at every position: one 2-D product per block of rows, or,
-    with few rows (every block would read all of W), per block of W's rows."""
+    with few rows (every block would read all of W), per block of W's rows; into the
+    buffer _workspace keeps under the name `workspace` where given."""
     rows = x.reshape(-1, x.shape[-1])
-    out = np.empty((len(rows), W.shape[0]), dtype=np.result_type(rows, W))
+    out = _workspace(workspace, (len(rows), W.shape[0]), np.result_type(rows, W))
 
     def row_block(part):
         np.matmul(rows[part], W.T, out=out[part])
