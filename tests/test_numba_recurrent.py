@@ -174,7 +174,7 @@ def test_render_scan_returns_none_for_what_it_cannot_compile():
     assert numba_scan.render_scan(ScanCompiler(cell, "cell").context("float64")) is None
     cell = parse_cell("h = tanh(W @ x + U @ h_prev)", ["h"], 4, 3)
     source = numba_scan.render_scan(ScanCompiler(cell, "cell").context("float64"))
-    assert "@numba.njit(cache=_CACHE, error_model=\"numpy\")" in source
+    assert "@numba.njit(cache=_CACHE, error_model=\"numpy\", nogil=True)" in source
     assert "def _cell_forward_steps(" in source and "def cell_forward(" in source
 
 

@@ -5,14 +5,16 @@ Python decides what the statements are; the templates only lay them out.
 
 import ast
 import hashlib
+import math
 import textwrap
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 
 import jinja2
+import numpy as np
 
-from . import layout, numba_scan, rowstep
+from . import layout, numba_scan, overlap, rowstep
 from ..memory import blocks, planner
 from ..version import __version__
 from ..core.parser import symbol
@@ -298,8 +300,8 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
     seed_line = (f'{sched.seed} = _output_adjoint(seed, cache["output.shape"])' if compiler.vjp
                  else f"{sched.seed} = 1.0")
     backward_body = ["# backward (reverse topological order)", seed_line] + aligned(consuming)
-    sparse = _sparse_updates(graph, sched)
-    update_reads = set().union(*(reads for _, reads in sparse.values()))
+    sparse = _sparse_updates(graph, sched, np.dtype(compiler.dtype).itemsize)
+    update_reads = set().union(*(reads for _, reads, _ in sparse.values()))
     planned = planner.plan(sched.forward + [s for s in sched.backward if s.targets[0] not in sparse],
                          graph, sched.adjoints, grads | {sched.output} | update_reads, consume="True")
     reused_forward, sgd_statements = planned[:forward_count], planned[forward_count:]
@@ -310,6 +312,13 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
     forward = _lines(reused_forward)
     sgd_forward = _lines(planner.between_calls(reused_forward, sched.output))
     predict = _lines(predict_statements)
+    sparse_lines = {g: layout.statement(code) for g, (code, _, _) in sparse.items()}
+    early = overlap.start_early(sgd_statements, [u for _, _, u in sparse.values() if u],
+                                graph.names) if target == "numba" else None
+    if early:
+        sgd_statements = early.before
+        sparse_lines[early.update.grad] = [
+            f"# {early.update.weight} -= dJ/d{early.update.weight}: done above ({early.finish})"]
     sgd_backward = aligned(sgd_statements)
     from ..core.autodiff import tensor_op
     helpers = [h for node in graph if node.op in TENSOR_OPS or "rule" in node.attrs
@@ -332,6 +341,8 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
     shape_text = ", ".join(map(str, compiler.input_shape))
     loss_text = loss.sequence_text if compiler.sequence else loss.text
     row = rowstep.render(compiler, sched, graph)
+    if early:
+        helpers.append("_subtract_product_later")
     imports = imports_for(helpers)
     if row is not None:
         helpers += row.helpers
@@ -365,7 +376,9 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
         sgd_backward=sgd_backward,
         sgd_released=_del_lines(sgd_released),
         seed=sched.seed,
-        sparse_updates={g: layout.statement(code) for g, (code, _) in sparse.items()},
+        sparse_updates=sparse_lines,
+        sgd_overlapped=aligned(early.during, indent=8) if early else [],
+        sgd_finish=early.finish if early else "",
         backward_params=used_params(consuming),
         grads=[(param_of[name].key, g) for name, g in sched.grads if name in param_of],
         state_grads=[(key, dict(sched.grads).get(var) or f"np.zeros_like({var})")
@@ -386,7 +399,7 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
         boundary_text=_boundary_text(compiler),
         optimizers=[helper_blocks()[n] for n in optimizers],
         helpers=helpers_for(helpers, target),
-        numba_workers=target == "numba" and "_in_parallel" in numba_helper_needs(helpers),
+        numba_workers=target == "numba" and "_start_shared" in numba_helper_needs(helpers),
         imports=imports,
         row=row,
         # the one-example buffers are module globals, assigned by _allocate_one_example
@@ -612,9 +625,10 @@ def _global_statements(names, indent=4):
     return [f"global {', '.join(line)}" for line in lines + [current]]
 
 
-def _sparse_updates(graph, sched):
-    """{gradient variable: (in-place update, names it reads)} for tables and weights that
-    sgd_step updates without forming their whole gradient."""
+def _sparse_updates(graph, sched, itemsize):
+    """{gradient variable: (in-place update, names it reads, overlap.Update or None)} for
+    tables and weights that sgd_step updates without forming their whole gradient; the
+    third is the form that starts on the worker threads, where the op has one."""
     from ..core.autodiff import fill, is_tensor, tensor_op
     grads = dict(sched.grads)
     updates = {}
@@ -626,7 +640,11 @@ def _sparse_updates(graph, sched):
         target = grads.get(table)
         if target and sum(s.targets[0] == target for s in sched.backward) == 1:
             g = sched.adjoints[node.name]
-            updates[target] = (fill(op.sparse_update, node, g), frozenset(node.node_operands()) | {g})
+            reads = frozenset(node.node_operands()) | {g}
+            later = op.sparse_update_later and overlap.Update(
+                target, table, fill(op.sparse_update_later, node, g), reads,
+                itemsize * math.prod(graph[table].shape))
+            updates[target] = (fill(op.sparse_update, node, g), reads, later or None)
     return updates
 
 

@@ -53,6 +53,8 @@ class TensorOp:
     sparse_update: str = ""      # how sgd_step updates operand 1 (a table, a weight) from {g}
                                  # (which already includes lr) without forming its whole
                                  # gradient; the text may end with a comment
+    sparse_update_later: str = ""  # the same update started on the worker threads (numba
+                                 # target): returns the function that finishes it
     forward_reuse: str = ""      # the forward when operand 0 is read by nothing else: it
                                  # may overwrite operand 0's buffer
     forward_workspace: str = ""  # the forward into a buffer sgd_step keeps between calls

@@ -21,6 +21,9 @@ __all__ = ["RowRule", "TensorOp", "TENSOR_OPS", "PROGRAM_TENSOR_OPS"]
 SUBTRACT_PRODUCT_2D = "_subtract_product({1}, {g}, {0})  # {1} -= {g}.T @ {0}, block by block"
 SUBTRACT_PRODUCT_STEPS = ("_subtract_product({1}, {g}.reshape(-1, {g}.shape[-1]), {0}.reshape(-1, {0}.shape[-1]))"
                           "  # {1} -= dJ/d{1}, block by block")
+SUBTRACT_PRODUCT_2D_LATER = "_subtract_product_later({1}, {g}, {0})"
+SUBTRACT_PRODUCT_STEPS_LATER = ("_subtract_product_later({1}, {g}.reshape(-1, {g}.shape[-1]), "
+                                "{0}.reshape(-1, {0}.shape[-1]))")
 
 TENSOR_OPS = {op.name: op for op in [*IMAGE_OPS, *LOSS_OPS, *NORM_OPS,
     # a = h @ W.T + b, the lecture's a_j = sum_i alpha_ji x_i, for a batch of rows
@@ -31,7 +34,8 @@ TENSOR_OPS = {op.name: op for op in [*IMAGE_OPS, *LOSS_OPS, *NORM_OPS,
     TensorOp("linear", "np.dot({0}, {1}.T) + {2}",
              ("np.dot({g}, {1})", "{g}.T @ {0}", "{g}.sum(axis=0)"),
              forward_lines=("{out} = np.dot({0}, {1}.T)", "{out} += {2}  # the bias, in place"),
-             sparse_update=SUBTRACT_PRODUCT_2D, helpers=("_subtract_product",),
+             helpers=("_subtract_product",),
+             sparse_update=SUBTRACT_PRODUCT_2D, sparse_update_later=SUBTRACT_PRODUCT_2D_LATER,
              row=RowRule(("{np.dot}({1}, {0}, {out})", "{np.add}({out}, {2}, {out})"),
                          ("{np.dot}({g}, {1}, {adj})", "{np.dot}({g.col}, {0.row}, {adj})", "="),
                          outer=(None, ("{g}", "{0}"), None),
@@ -40,7 +44,8 @@ TENSOR_OPS = {op.name: op for op in [*IMAGE_OPS, *LOSS_OPS, *NORM_OPS,
                                          "=")))),
     TensorOp("linear_nobias", "np.dot({0}, {1}.T)",
              ("np.dot({g}, {1})", "{g}.T @ {0}"),
-             sparse_update=SUBTRACT_PRODUCT_2D, helpers=("_subtract_product",),
+             helpers=("_subtract_product",),
+             sparse_update=SUBTRACT_PRODUCT_2D, sparse_update_later=SUBTRACT_PRODUCT_2D_LATER,
              row=RowRule(("{np.dot}({1}, {0}, {out})",),
                          ("{np.dot}({g}, {1}, {adj})", "{np.dot}({g.col}, {0.row}, {adj})"),
                          outer=(None, ("{g}", "{0}")),
@@ -55,11 +60,12 @@ TENSOR_OPS = {op.name: op for op in [*IMAGE_OPS, *LOSS_OPS, *NORM_OPS,
              ("_matmul_steps({g}, {1})", "{g}.reshape(-1, {g}.shape[-1]).T @ {0}.reshape(-1, {0}.shape[-1])",
               "_sum_steps({g})"),
              helpers=("_linear_steps", "_workspace", "_matmul_steps", "_sum_steps", "_subtract_product"),
-             sparse_update=SUBTRACT_PRODUCT_STEPS,
+             sparse_update=SUBTRACT_PRODUCT_STEPS, sparse_update_later=SUBTRACT_PRODUCT_STEPS_LATER,
              forward_workspace="_linear_steps({0}, {1}, {2}, workspace={key})"),
     TensorOp("linear_seq_nobias", "_matmul_steps({0}, {1}.T)",
              ("_matmul_steps({g}, {1})", "{g}.reshape(-1, {g}.shape[-1]).T @ {0}.reshape(-1, {0}.shape[-1])"),
-             helpers=("_matmul_steps", "_subtract_product"), sparse_update=SUBTRACT_PRODUCT_STEPS),
+             helpers=("_matmul_steps", "_subtract_product"),
+             sparse_update=SUBTRACT_PRODUCT_STEPS, sparse_update_later=SUBTRACT_PRODUCT_STEPS_LATER),
     # sgd_step updates only the rows of E that the batch read, instead of all of dJ/dE
     TensorOp("embedding", "{1}[{0}]", (None, "_embedding_grad({0}, {g}, {1}.shape[0])"),
              helpers=("_embedding_grad",),
