@@ -4,9 +4,10 @@ threads, and lets the rest of the backward pass run meanwhile.
 sgd_step updates every parameter after the backward pass.  But a weight's update
 `W -= g.T @ h` can begin as soon as its operands g and h exist and no later
 statement reads W: the language model's output weights (10,000 x 256) are updated
-while the LSTM's backward, which runs on one core, goes on (measured: minibatch 1
-step 4.7 -> 4.4 ms, 4 words: 14.6 -> 12.5 ms).  The decision is made on the
-statements as data: what each reads, assigns, and writes into.
+while the LSTM's backward, which runs on one core, goes on (measured in one harness
+run, paired ratio to expert NumPy: 0.64 -> 0.60 at minibatch 1, 0.64 -> 0.56 at 4).
+The decision is made on the statements as data: what each reads, assigns, and
+writes into.
 """
 
 from dataclasses import dataclass
