@@ -63,7 +63,9 @@ def fd_gradient(f, args, index, h=1e-3):
     at steps s and s/2, combined by Richardson extrapolation (sixth order).  The step
     s starts at h and shrinks fourfold until two successive estimates agree to 1e-8
     (relative), so that fast oscillations such as sin(x**3) are still measured
-    accurately; an entry where they never agree is NaN: no reliable reference there."""
+    accurately; an entry where they never agree is NaN: no reliable reference there.
+    Estimates also agree when they differ by less than the differences' own rounding
+    noise (a small entry of the gradient of a large sum is measured to that noise)."""
     args = [np.array(a, dtype=np.float64) for a in args]
     x = args[index]
     grad = np.zeros_like(x)
@@ -71,6 +73,10 @@ def fd_gradient(f, args, index, h=1e-3):
 
     def total():
         return float(np.sum(f(*args)))
+
+    # a difference of two sums is rounded by about eps * |sum|; the sixth-order
+    # combination weighs those by less than 3 / step
+    size = abs(total())
 
     def fourth_order(i, step):
         original = flat[i]
@@ -93,7 +99,8 @@ def fd_gradient(f, args, index, h=1e-3):
         for _ in range(5):
             step /= 4
             estimate = richardson(i, step)
-            if abs(estimate - previous) <= 1e-8 * max(abs(estimate), 1e-6):
+            noise = 3 * np.finfo(np.float64).eps * size / step
+            if abs(estimate - previous) <= max(1e-8 * max(abs(estimate), 1e-6), 2 * noise):
                 gflat[i] = estimate
                 break
             previous = estimate

@@ -455,3 +455,17 @@ def test_random_programs_with_sum_and_dot_match_numpy_and_differences(program, s
     np.testing.assert_allclose(m.evaluate(*args), reference(**values), rtol=1e-12, atol=1e-14)
     assert "_value_and_grad_block" not in m.SOURCE
     _assert_gradients_match_differences(m, args, tol=1e-6)
+
+
+def test_differences_measure_a_small_gradient_entry_of_a_large_sum():
+    """Found by the random programs above: d/dM[0, 0] is 1.4e-4 while the sum is about
+    2, so the differences' rounding noise (about 1e-12) never met an agreement test of
+    1e-8 relative to 1.4e-4, and fd_gradient gave NaN (no reference) for that entry."""
+    rng = np.random.default_rng(1)
+    a = rng.uniform(-0.5, 0.5, N)
+    rng.uniform(-0.5, 0.5, N)                  # (b, drawn as the test above draws it)
+    M = rng.uniform(-0.5, 0.5, (2, N))
+    m = bpcompile.compile("sum(exp(M @ ((sin(a) * a))))", inputs=["a", "M"])
+    numeric = fd_gradient(m.evaluate, (a, M), 1)
+    assert not np.any(np.isnan(numeric))
+    _assert_gradients_match_differences(m, (a, M), tol=1e-6)

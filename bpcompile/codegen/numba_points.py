@@ -6,8 +6,13 @@ statements on those scalars, and stores the value and every gradient at i: one
 pass over memory instead of one per NumPy temporary.  The statements are the
 steps of memory/blocks.py (the seed 1 folded into the adjoints, an adjoint's
 contributions added in one sum, a value that several formulas divide by given
-one reciprocal), printed for scalars (`math.exp`, printer.to_scalar).
-evaluate's kernel runs the forward statements only.
+one reciprocal), printed for scalars with the vectorizable exp, log, sin and cos of
+templates/numba/vector_math.py (printer.to_scalar).  evaluate's kernel runs the
+forward statements only.
+
+_sin and _cos are exact enough only for |x| <= _TRIG_RANGE: a kernel that calls them
+counts the points with an argument beyond and returns the count, and its caller then
+runs the kernel again compiled with math.sin and math.cos (`exact_trig`).
 
 `points_kernels` returns None for a program with an operation that reads whole
 arrays (`sum(v)`, `a @ b`): no point can be computed alone, and the module keeps
@@ -15,6 +20,8 @@ its NumPy code.
 """
 
 from dataclasses import dataclass
+
+import sympy as sp
 
 from . import layout
 from ..core.parser import symbol
@@ -34,6 +41,7 @@ class Kernel:
     index: str          # the loop's index
     body: list          # lines of the loop body, without its indent
     doc: str            # its docstring
+    beyond: str = ""    # the count of points beyond _sin's range it returns, if it calls sin or cos
 
     @property
     def signature(self):
@@ -58,15 +66,37 @@ def points_kernels(sched, graph):
     reads = [f"{n} = {arrays[n]}[{index}]" for n in graph.inputs]
     adjoints = {t for s in sched.backward for t in s.targets}
     outputs = _outputs(sched, graph)
+    beyond = names.fresh("beyond")
     grads = Kernel("_value_and_grad_points", [arrays[n] for n in list(graph.inputs) + outputs],
                    index, reads + _steps_lines(steps, adjoints)
                    + _stores(outputs, known, arrays, index),
                    "value_and_grad at every point: writes the value and the gradients there.")
+    forward = [(s.targets[0], symbol(s.alias) if s.alias else s.term) for s in sched.forward]
     value = Kernel("_evaluate_points", [arrays[n] for n in list(graph.inputs) + [graph.output]],
-                   index, reads + ["# forward (topological order)"] + _forward_lines(sched)
+                   index, reads + ["# forward (topological order)"]
+                   + [f"{target} = {to_scalar(expr, vector=True)}" for target, expr in forward]
                    + _stores([graph.output], {}, arrays, index),
                    "evaluate at every point: writes the value there.")
+    _count_beyond(grads, [expr for _, expr, _ in steps], beyond)
+    _count_beyond(value, [expr for _, expr in forward], beyond)
     return PointsKernels(grads, value)
+
+
+def _count_beyond(kernel, exprs, beyond):
+    """Have `kernel` count the points where an argument of sin or cos is beyond
+    _TRIG_RANGE, when its statements `exprs` call them."""
+    arguments = {call.args[0]: None for expr in exprs
+                 for call in sp.preorder_traversal(expr) if isinstance(call, (sp.sin, sp.cos))}
+    if not arguments:
+        return
+    kernel.beyond = beyond
+    kernel.doc += "\n    Returns how many points have an argument of sin or cos beyond _TRIG_RANGE."
+    kernel.body += layout.comment_lines(
+        "_sin and _cos are exact for |x| <= _TRIG_RANGE: points beyond are counted, and the "
+        "caller runs the loop again with math's", LOOP_INDENT)
+    tests = [f"(math.fabs({to_scalar(a, vector=True)}) > _TRIG_RANGE)" for a in arguments]
+    # (one statement: numba's prange reduces a variable updated once per iteration)
+    kernel.body += layout.wrap(f"{beyond} += {' | '.join(tests)}", LOOP_INDENT)
 
 
 def _outputs(sched, graph):
@@ -74,17 +104,11 @@ def _outputs(sched, graph):
     return [graph.output] + [g for _, g in sched.grads]
 
 
-def _forward_lines(sched):
-    """evaluate's loop body: the forward statements as written, on scalars."""
-    return [f"{s.targets[0]} = {to_scalar(symbol(s.alias) if s.alias else s.term)}"
-            for s in sched.forward]
-
-
 def _steps_lines(steps, adjoints):
     """value_and_grad's loop body: the forward steps, then the backward ones with
     their chain-rule comments (lined up where they fit, else above their statement)."""
     lines = ["# forward (topological order)"]
-    codes = [f"{target} = {to_scalar(expr)}" for target, expr, _ in steps]
+    codes = [f"{target} = {to_scalar(expr, vector=True)}" for target, expr, _ in steps]
     width = max([len(code) for code, (_, _, notes) in zip(codes, steps)
                  if len(notes) == 1 and len(code) <= COMMENT_COLUMN] + [0])
     backward = False
@@ -105,6 +129,6 @@ def _steps_lines(steps, adjoints):
 def _stores(outputs, known, arrays, index):
     """The results at point `index`: a value that folded to a number or to another
     name (dy/dx = 1, y = x) is stored as that."""
-    stores = [f"{arrays[n]}[{index}] = {to_scalar(known.get(symbol(n), symbol(n)))}"
+    stores = [f"{arrays[n]}[{index}] = {to_scalar(known.get(symbol(n), symbol(n)), vector=True)}"
               for n in outputs]
     return ["# the results at this point"] + stores

@@ -6,6 +6,7 @@ Python decides what the statements are; the templates only lay them out.
 import ast
 import hashlib
 import math
+import re
 import textwrap
 from functools import lru_cache
 from importlib import resources
@@ -138,7 +139,10 @@ def _points_context(sched, graph):
     if kernels is None:
         return None
     wrt_index = tuple(graph.inputs.index(n) for n in graph.wrt)
+    code = "\n".join(kernels.value_and_grad.body + kernels.evaluate.body)
     return {"kernels": kernels, "local": graph.names.fresh("points"),
+            "vector_math": vector_math_source(code),
+            "trig": bool(kernels.value_and_grad.beyond or kernels.evaluate.beyond),
             "parallel": PARALLEL_POINTS, "parallel_note": PARALLEL_NOTE,
             "wrt_index": repr(wrt_index)}
 
@@ -205,6 +209,7 @@ def module_globals():
     """Every top-level name that a helper or kernel file may bring into a generated
     module, the symbol table never hands these out."""
     names = set(helper_blocks()) | set(numba_helper_blocks()) | {
+        name for defined, _, _ in _vector_math_parts()[1] for name in defined} | {
         "_WORKERS", "_FEW_ROWS", "_WORKSPACE", "_WORKSPACE_BYTES", "threading"}
     for path in sorted((templates_dir() / "kernels").glob("*.py")):
         for node in ast.parse(path.read_text(encoding="utf-8")).body:
@@ -241,6 +246,50 @@ def helpers_for(names, target="numpy"):
 def numba_helper_blocks():
     """name -> source of the numba target's helper versions (templates/numba/helpers.py)."""
     return _function_blocks(templates_dir() / "numba" / "helpers.py")
+
+
+VECTOR_MATH = "vector_math.py"    # templates/numba/: exp, log, sin, cos for the loops over points
+
+
+@lru_cache(maxsize=1)
+def _vector_math_parts():
+    """(leading comment, [(names it defines, names it reads, source)]) of
+    templates/numba/vector_math.py: its constants and functions, in the file's order."""
+    text = (templates_dir() / "numba" / VECTOR_MATH).read_text(encoding="utf-8")
+    lines = text.splitlines()
+    comment = []
+    for line in lines:
+        if not line.startswith("#"):
+            break
+        comment.append(line)
+    parts = []
+    for node in ast.parse(text).body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            continue
+        start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])])
+        defined = {node.name} if isinstance(node, ast.FunctionDef) else {
+            t.id for t in node.targets if isinstance(t, ast.Name)}
+        read = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)} - defined
+        parts.append((defined, read, "\n".join(lines[start - 1:node.end_lineno])))
+    return "\n".join(comment), parts
+
+
+def vector_math_source(code):
+    """The part of templates/numba/vector_math.py that `code` (kernel source) calls:
+    its leading comment, then the constants and functions needed, in the file's order."""
+    comment, parts = _vector_math_parts()
+    wanted = set(re.findall(r"\b_\w+", code))
+    while True:
+        more = set().union(*(read for defined, read, _ in parts if defined & wanted)) - wanted
+        if not more:
+            break
+        wanted |= more
+    chosen = [source for defined, _, source in parts if defined & wanted]
+    if not chosen:
+        return ""
+    constants = [c for c in chosen if not c.startswith("@")]
+    functions = [c for c in chosen if c.startswith("@")]
+    return "\n\n\n".join(["\n".join([comment, *constants]), *functions])
 
 
 def numba_helper_needs(names):

@@ -121,14 +121,27 @@ SCALAR_FUNCTIONS = {
 }
 
 
+# The loops over points call exp, log, sin and cos of templates/numba/vector_math.py,
+# which LLVM vectorizes (math's are one C call per point).
+VECTOR_FUNCTIONS = {
+    **SCALAR_FUNCTIONS,
+    sp.exp: "_exp({0})",
+    sp.log: "_log({0})",
+    sp.sin: "_sin({0})",
+    sp.cos: "_cos({0})",
+    PRIMITIVES["sigmoid"].head: "(_exp(np.minimum({0}, 0.0))/(1.0 + _exp(-math.fabs({0}))))",
+}
+
+
 class ScalarPrinter(NumpyPrinter):
     """Prints SymPy expressions as code on float scalars, for the loop body of a
     numba kernel: the same formulas as NumpyPrinter, with `math` functions."""
 
     constants = "math"
+    functions = SCALAR_FUNCTIONS
 
     def _print_Function(self, expr):
-        template = SCALAR_FUNCTIONS.get(type(expr))
+        template = self.functions.get(type(expr))
         if template is None:
             return super()._print_Function(expr)
         return template.format(*(self._print(a) for a in expr.args))
@@ -142,9 +155,17 @@ class ScalarPrinter(NumpyPrinter):
         return super()._print_Pow(expr, rational)
 
 
+class VectorScalarPrinter(ScalarPrinter):
+    """ScalarPrinter with the vectorizable exp, log, sin and cos."""
+
+    functions = VECTOR_FUNCTIONS
+
+
 _SCALAR_PRINTER = ScalarPrinter({"order": "none"})
+_VECTOR_PRINTER = VectorScalarPrinter({"order": "none"})
 
 
-def to_scalar(expr):
-    """The source text of a SymPy expression on float scalars, in a numba kernel."""
-    return _SCALAR_PRINTER.doprint(expr)
+def to_scalar(expr, vector=False):
+    """The source text of a SymPy expression on float scalars, in a numba kernel;
+    `vector`: with the functions of templates/numba/vector_math.py."""
+    return (_VECTOR_PRINTER if vector else _SCALAR_PRINTER).doprint(expr)
