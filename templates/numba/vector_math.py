@@ -31,13 +31,13 @@ _PIO2_4 = 8.4784276603689e-32
 _TRIG_RANGE = 1e5                   # |x| up to which _sin and _cos reduce x exactly enough
 
 
-@numba.njit(inline="always")
+@numba.njit
 def _power_of_two(k):
     """2.0**k for an integer -1022 <= k <= 1023, from its exponent bits."""
     return np.int64((k + 1023) << 52).view(np.float64)
 
 
-@numba.njit(inline="always")
+@numba.njit
 def _exp(x):
     """exp(x): x = k ln2 + r with |r| <= ln2/2, so exp(x) = 2**k exp(r), and exp(r) is
     its Taylor series to r**13 (the next term is below 2**-60)."""
@@ -56,7 +56,7 @@ def _exp(x):
     return 0.0 if x < _EXP_MIN else y         # nan stays nan: every step carries it
 
 
-@numba.njit(inline="always")
+@numba.njit
 def _log(x):
     """log(x): x = 2**e m with sqrt(1/2) <= m < sqrt(2), so log(x) = e ln2 + log(m), and
     log(m) = 2 atanh(s) with s = (m - 1)/(m + 1), |s| < 0.172: its series to s**23."""
@@ -80,7 +80,7 @@ def _log(x):
     return -np.inf if x == 0.0 else (x if x > 0.0 else np.nan)   # inf, nan, negatives
 
 
-@numba.njit(inline="always")
+@numba.njit
 def _quadrant(x):
     """(n, r) with x = n pi/2 + r, |r| <= pi/4, for |x| <= _TRIG_RANGE: the products
     n * _PIO2_k are exact and each subtraction keeps its rounding error (Knuth's two-sum),
@@ -98,7 +98,7 @@ def _quadrant(x):
     return n, abc + ((ab_error + abc_error) - nf * _PIO2_4)
 
 
-@numba.njit(inline="always")
+@numba.njit
 def _sin_cos_reduced(r):
     """(sin r, cos r) for |r| <= pi/4 (a little more): Taylor series to r**19 and r**18
     (the next terms are below 2**-60 of the result)."""
@@ -115,7 +115,7 @@ def _sin_cos_reduced(r):
     return sin_r, cos_r
 
 
-@numba.njit(inline="always")
+@numba.njit
 def _sin(x):
     """sin(x) for |x| <= _TRIG_RANGE: sin(n pi/2 + r) is sin r, cos r, -sin r or -cos r."""
     n, r = _quadrant(x)
@@ -125,7 +125,7 @@ def _sin(x):
     return x if x == 0.0 else y               # sin(-0.0) is -0.0
 
 
-@numba.njit(inline="always")
+@numba.njit
 def _cos(x):
     """cos(x) for |x| <= _TRIG_RANGE: cos(n pi/2 + r) is cos r, -sin r, -cos r or sin r."""
     n, r = _quadrant(x)
