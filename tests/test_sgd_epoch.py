@@ -9,6 +9,8 @@ the numba target, the epoch at batch_size 1 is one compiled loop
 against central finite differences of the loss.
 """
 
+import re
+
 import numpy as np
 import pytest
 
@@ -146,6 +148,25 @@ def test_the_numba_epoch_is_one_compiled_call():
     x, y = data(module, 5)
     module.sgd_epoch(module.init_params(0), x, y, 0.1)
     assert module._sgd_epoch_one.signatures, "the compiled loop did not run"
+
+
+@pytest.mark.parametrize("spec", ROW_SPECS, ids=lambda s: s["name"])
+def test_the_numba_epoch_declares_only_what_its_loop_reads(spec):
+    """Each buffer, view and constant _sgd_epoch_one declares before its loop is read by
+    the loop (or by a view that the loop reads): the column and row views of an outer
+    product, which the NumPy step hands to BLAS, are gone where _subtract_outer does
+    the update (they were declared unused before)."""
+    module = bpcompile.compile(spec)
+    if targets.DEFAULT_TARGET != "numba":
+        return
+    kernel = module.SOURCE.split("def _sgd_epoch_one(")[1].split("\ndef ")[0]
+    head, loop = kernel.split("    total = 0.0\n")
+    declared = re.findall(r"^    (_\w+) = ", head, flags=re.MULTILINE)
+    assert declared
+    for name in declared:
+        readers = loop + "".join(line for line in head.splitlines()
+                                 if not line.startswith(f"    {name} = "))
+        assert re.search(rf"\b{name}\b", readers), name
 
 
 @pytest.mark.parametrize("spec", ROW_SPECS, ids=lambda s: s["name"])

@@ -25,6 +25,7 @@ others `render` returns None and sgd_step has no such path.  Buffers make the
 step non-reentrant: the module says so.
 """
 
+import re
 import string
 from dataclasses import dataclass, field
 
@@ -180,7 +181,6 @@ class _Renderer:
         self.minted = {}              # base -> the name the module's symbol table gave it
         self.np = _NumPy(self.mint)   # NumPy functions, called through local names
         self.outer = {}               # parameter adjoint -> (column, row): an outer product
-        self.outer_buffers = set()    # the buffers the epoch kernel does not need for them
         # how many statements add to each adjoint: a weight used twice sums two products,
         # and then the outer product cannot go straight into the update
         self.contributions = {}
@@ -347,7 +347,6 @@ class _Renderer:
                 # the numba epoch subtracts the outer product from the weight in the update
                 column, row = (part.format(*fields["operands"], **fields["named"]) for part in outer)
                 self.outer[target] = (column, row)
-                self.outer_buffers.add(own.name)
                 self.adjoints[target] = own
                 numpy = [*layout.statement(code[0], s.comment), *code[1:]]
                 numba = layout.comment_lines(s.comment) + layout.comment_lines(
@@ -414,14 +413,26 @@ class _Renderer:
         constants = sorted(self.constants.items(), key=lambda item: item[1])
         step.buffers += [f"{name} = np.array({number!r}, dtype=DTYPE)" for number, name in constants]
         step.buffer_names = [*self.declared, *self.views, *(name for _, name in constants)]
-        step.epoch_buffers = [line for line, name in zip(step.buffers, step.buffer_names)
-                              if name not in self.outer_buffers]
         step.body, step.epoch_body = _versions(step.body)
+        step.epoch_buffers = _used_buffers(step.buffers, step.buffer_names, step.epoch_body)
         step.outer_updates = bool(self.outer)
         self.step.ufuncs = sorted(self.np.bound.items(), key=lambda item: item[1])
         step.helpers = sorted({h for n in self.graph if n.op in TENSOR_OPS
                                for h in row_rule(self.graph, n).helpers})
         return step
+
+
+def _used_buffers(lines, names, body):
+    """The declarations among `lines` (of `names`) that `body` reads, and those the kept
+    ones read (a view's vector): the numba epoch updates an outer-product weight with
+    _subtract_outer, so the views and buffers the NumPy step's product used fall away."""
+    read = set(re.findall(r"\w+", "\n".join(body)))
+    kept = set()
+    for line, name in reversed(list(zip(lines, names))):     # views after their vectors
+        if name in read:
+            kept.add(name)
+            read |= set(re.findall(r"\w+", line.split("=", 1)[1]))
+    return [line for line, name in zip(lines, names) if name in kept]
 
 
 def _reads_params(texts, node, params):
