@@ -12,16 +12,15 @@ forward statements only.
 
 _sin and _cos are exact enough only for |x| <= _TRIG_RANGE: a kernel that calls them
 counts the points with an argument beyond and returns the count, and its caller then
-runs the kernel again compiled with math.sin and math.cos (`exact_trig`).
+runs the kernel again compiled with math.sin and math.cos (`math_trig`).
 
 `points_kernels` returns None for a program with an operation that reads whole
 arrays (`sum(v)`, `a @ b`): no point can be computed alone, and the module keeps
 its NumPy code.
 """
 
+import ast
 from dataclasses import dataclass
-
-import sympy as sp
 
 from . import layout
 from ..core.parser import symbol
@@ -77,16 +76,19 @@ def points_kernels(sched, graph):
                    + [f"{target} = {to_scalar(expr, vector=True)}" for target, expr in forward]
                    + _stores([graph.output], {}, arrays, index),
                    "evaluate at every point: writes the value there.")
-    _count_beyond(grads, [expr for _, expr, _ in steps], beyond)
-    _count_beyond(value, [expr for _, expr in forward], beyond)
+    _count_beyond(grads, beyond)
+    _count_beyond(value, beyond)
     return PointsKernels(grads, value)
 
 
-def _count_beyond(kernel, exprs, beyond):
+def _count_beyond(kernel, beyond):
     """Have `kernel` count the points where an argument of sin or cos is beyond
-    _TRIG_RANGE, when its statements `exprs` call them."""
-    arguments = {call.args[0]: None for expr in exprs
-                 for call in sp.preorder_traversal(expr) if isinstance(call, (sp.sin, sp.cos))}
+    _TRIG_RANGE, when its loop body calls them (read from the printed code, so that
+    no call is missed)."""
+    arguments = {ast.unparse(node.args[0]): None
+                 for node in ast.walk(ast.parse("\n".join(kernel.body)))
+                 if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+                 and node.func.id in ("_sin", "_cos")}
     if not arguments:
         return
     kernel.beyond = beyond
@@ -94,7 +96,7 @@ def _count_beyond(kernel, exprs, beyond):
     kernel.body += layout.comment_lines(
         "_sin and _cos are exact for |x| <= _TRIG_RANGE: points beyond are counted, and the "
         "caller runs the loop again with math's", LOOP_INDENT)
-    tests = [f"(math.fabs({to_scalar(a, vector=True)}) > _TRIG_RANGE)" for a in arguments]
+    tests = [f"(math.fabs({argument}) > _TRIG_RANGE)" for argument in arguments]
     # (one statement: numba's prange reduces a variable updated once per iteration)
     kernel.body += layout.wrap(f"{beyond} += {' | '.join(tests)}", LOOP_INDENT)
 
