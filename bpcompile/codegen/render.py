@@ -464,6 +464,9 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
 # NumPy functions that numba calls differently: vdot takes only vectors there, and
 # maximum/minimum take `out` only by position (NumPy wants it by keyword)
 NUMBA_WRAPPERS = frozenset({"vdot", "maximum", "minimum"})
+# NumPy functions the epoch kernel calls in vector_math.py's form (a loop LLVM vectorizes;
+# numba's np.tanh calls the C library once per element)
+NUMBA_VECTOR_MATH = {"tanh": "_tanh_into"}
 
 
 def _numba_epoch(compiler, row):
@@ -485,10 +488,18 @@ def _numba_epoch(compiler, row):
             "helpers": list(row.helpers),
             # the NumPy functions by the local names of the one-example statements;
             # where numba's differs (NUMBA_WRAPPERS), a compiled wrapper the template defines
-            "functions": [(name, f"_{function}" if function in NUMBA_WRAPPERS else f"np.{function}")
-                          for function, name in row.ufuncs],
+            "functions": [(name, _numba_function(function)) for function, name in row.ufuncs],
+            "vector_math": vector_math_source(" ".join(
+                _numba_function(function) for function, _ in row.ufuncs)),
             "wrappers": sorted({function for function, _ in row.ufuncs} & NUMBA_WRAPPERS),
             "targets": targets}
+
+
+def _numba_function(function):
+    """What the numba epoch kernel calls for NumPy's `function`."""
+    if function in NUMBA_VECTOR_MATH:
+        return NUMBA_VECTOR_MATH[function]
+    return f"_{function}" if function in NUMBA_WRAPPERS else f"np.{function}"
 
 
 def _epoch_doc(compiler, compiled):

@@ -121,7 +121,7 @@ SCALAR_FUNCTIONS = {
 }
 
 
-# The loops over points call exp, log, sin and cos of templates/numba/vector_math.py,
+# The loops over points call exp, log, sin, cos and tanh of templates/numba/vector_math.py,
 # which LLVM vectorizes (math's are one C call per point).
 VECTOR_FUNCTIONS = {
     **SCALAR_FUNCTIONS,
@@ -129,6 +129,7 @@ VECTOR_FUNCTIONS = {
     sp.log: "_log({0})",
     sp.sin: "_sin({0})",
     sp.cos: "_cos({0})",
+    sp.tanh: "_tanh({0})",
     PRIMITIVES["sigmoid"].head: "(_exp(np.minimum({0}, 0.0))/(1.0 + _exp(-math.fabs({0}))))",
 }
 
@@ -156,7 +157,7 @@ class ScalarPrinter(NumpyPrinter):
 
 
 class VectorScalarPrinter(ScalarPrinter):
-    """ScalarPrinter with the vectorizable exp, log, sin and cos."""
+    """ScalarPrinter with the vectorizable exp, log, sin, cos and tanh."""
 
     functions = VECTOR_FUNCTIONS
 

@@ -1,12 +1,10 @@
-# exp, log, sin and cos for the numba target's loops over points, written so that LLVM
+# exp, log, sin, cos and tanh for the numba target's loops, written so that LLVM
 # can vectorize the loop.  math.exp and its kin are calls into the C library, one point
 # per call, which LLVM cannot turn into vector instructions: in the quiz's loop they took
 # three quarters of the time.  Here each is arithmetic and bit operations only (a
 # conditional expression is a vector select), 8 points per instruction with AVX-512.
-# Each is within an ulp or two of the C library's result (tests/test_vector_math.py
-# measures it) and gives the same inf, nan and signed zeros.  _sin and _cos are that
-# accurate for |x| <= _TRIG_RANGE; a kernel counts the points beyond, and its caller then
-# runs math.sin and math.cos instead.
+# Each is within an ulp (tanh: two) of the C library's result (tests/test_vector_math.py
+# measures it) and gives the same inf, nan and signed zeros.
 import math
 
 import numba
@@ -28,7 +26,17 @@ _PIO2_1 = 1.5707963267341256        # pi/2 = _PIO2_1 + _PIO2_2 + _PIO2_3 + _PIO2
 _PIO2_2 = 6.077100506303966e-11     # bits; the first three have 33 bits each, so n times
 _PIO2_3 = 2.0222662487111665e-21    # each is exact for |n| < 2**20
 _PIO2_4 = 8.4784276603689e-32
-_TRIG_RANGE = 1e5                   # |x| up to which _sin and _cos reduce x exactly enough
+_TRIG_RANGE = 1e5                   # |x| up to which _sin and _cos reduce x exactly enough:
+                                    # a loop counts the points beyond, and its caller then
+                                    # runs math.sin and math.cos instead
+_TANH_SERIES_END = 0.55             # below, tanh(x) by its series; above, from exp(2|x|)
+_TANH_ONE = 22.0                    # above, tanh(x) rounds to 1
+_TANH_SERIES = (                    # tanh x = sum of _TANH_SERIES[k] x**(2k+1), to x**37
+    1.0, -0.3333333333333333, 0.13333333333333333, -0.05396825396825397,
+    0.021869488536155203, -0.008863235529902197, 0.003592128036572481, -0.0014558343870513183,
+    0.000590027440945586, -0.00023912911424355248, 9.691537956929451e-05, -3.927832388331683e-05,
+    1.5918905069328964e-05, -6.451689215655431e-06, 2.6147711512907546e-06, -1.0597268320104654e-06,
+    4.294911078273806e-07, -1.7406618963571648e-07, 7.054636946400968e-08)
 
 
 @numba.njit
@@ -132,3 +140,28 @@ def _cos(x):
     sin_r, cos_r = _sin_cos_reduced(r)
     y = sin_r if n & 1 else cos_r
     return -y if (n + 1) & 2 else y
+
+
+@numba.njit
+def _tanh(x):
+    """tanh(x): for |x| < _TANH_SERIES_END its series (the next term is below 2**-56 of
+    it), else (e - 1)/(e + 1) with e = exp(2|x|) and x's sign; both are computed and one
+    is chosen, so that the loop stays one vector path."""
+    z = x * x
+    series = _TANH_SERIES[-1]
+    for k in range(len(_TANH_SERIES) - 2, 0, -1):
+        series = _TANH_SERIES[k] + z * series
+    small = x + x * (z * series)
+    a = math.fabs(x)
+    t = _exp(2.0 * a) - 1.0                   # exact subtraction: exp(2|x|) >= 3 here
+    large = 1.0 if a > _TANH_ONE else t / (t + 2.0)
+    large = -large if x < 0.0 else large
+    y = small if a < _TANH_SERIES_END else large
+    return x if x == 0.0 else y               # tanh(-0.0) is -0.0
+
+
+@numba.njit
+def _tanh_into(a, out):
+    """np.tanh(a, out) by _tanh, element by element: a loop that LLVM vectorizes."""
+    for k in range(a.size):
+        out.flat[k] = _tanh(a.flat[k])
