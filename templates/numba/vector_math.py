@@ -148,9 +148,10 @@ def _tanh(x):
     it), else (e - 1)/(e + 1) with e = exp(2|x|) and x's sign; both are computed and one
     is chosen, so that the loop stays one vector path."""
     z = x * x
-    series = _TANH_SERIES[-1]
-    for k in range(len(_TANH_SERIES) - 2, 0, -1):
-        series = _TANH_SERIES[k] + z * series
+    c = _TANH_SERIES        # (indexed by constants: a loop over it would not vectorize)
+    series = c[1] + z * (c[2] + z * (c[3] + z * (c[4] + z * (c[5] + z * (c[6] + z * (c[7] + z * (
+        c[8] + z * (c[9] + z * (c[10] + z * (c[11] + z * (c[12] + z * (c[13] + z * (c[14] + z * (
+            c[15] + z * (c[16] + z * (c[17] + z * c[18]))))))))))))))))
     small = x + x * (z * series)
     a = math.fabs(x)
     t = _exp(2.0 * a) - 1.0                   # exact subtraction: exp(2|x|) >= 3 here
