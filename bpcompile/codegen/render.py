@@ -399,6 +399,7 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
     l2 = compiler.spec.get("l2", default=0)
     if l2:
         loss_text += f", plus {l2!r}/2 * the sum of squared weights (not biases)"
+    functions = [_scan_source(context, target) for context in compiler.scans]
     return render(
         "layers.py.j2",
         source=source_label(source),
@@ -436,7 +437,11 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
         vocab=compiler.vocab,
         states=compiler.states,
         final_states=compiler.final_states,
-        functions=[_scan_source(context, target) for context in compiler.scans],
+        functions=functions,
+        # the numba target's exp, log, sin, cos and tanh that the compiled loops call
+        vector_math=vector_math_source("\n".join(functions + [
+            _numba_function(function) for function, _ in (row.ufuncs if row else [])]))
+        if target == "numba" else "",
         numba=target == "numba",
         notes=compiler.notes,
         seq_args=", mask=None, state=None" if compiler.sequence else "",
@@ -489,8 +494,6 @@ def _numba_epoch(compiler, row):
             # the NumPy functions by the local names of the one-example statements;
             # where numba's differs (NUMBA_WRAPPERS), a compiled wrapper the template defines
             "functions": [(name, _numba_function(function)) for function, name in row.ufuncs],
-            "vector_math": vector_math_source(" ".join(
-                _numba_function(function) for function, _ in row.ufuncs)),
             "wrappers": sorted({function for function, _ in row.ufuncs} & NUMBA_WRAPPERS),
             "targets": targets}
 
