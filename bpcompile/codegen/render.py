@@ -248,7 +248,7 @@ def numba_helper_blocks():
     return _function_blocks(templates_dir() / "numba" / "helpers.py")
 
 
-VECTOR_MATH = "vector_math.py"    # templates/numba/: exp, log, sin, cos for the loops over points
+VECTOR_MATH = "vector_math.py"    # templates/numba/: exp, log, sin, cos, tanh for compiled loops
 
 
 @lru_cache(maxsize=1)
