@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 from . import layout
 from ..core.parser import symbol
-from ..core.printer import to_scalar
+from ..core.printer import to_scalar, vector_calls
 from ..memory import blocks
 
 COMMENT_COLUMN = 40   # comments start here when the code is shorter (as in render.py)
@@ -51,6 +51,7 @@ class Kernel:
 class PointsKernels:
     value_and_grad: Kernel
     evaluate: Kernel
+    vector_calls: frozenset     # the functions of vector_math.py they call
 
 
 def points_kernels(sched, graph):
@@ -78,7 +79,8 @@ def points_kernels(sched, graph):
                    "evaluate at every point: writes the value there.")
     _count_beyond(grads, beyond)
     _count_beyond(value, beyond)
-    return PointsKernels(grads, value)
+    printed = [expr for _, expr, _ in steps] + list(known.values()) + [expr for _, expr in forward]
+    return PointsKernels(grads, value, vector_calls(printed))
 
 
 def _count_beyond(kernel, beyond):

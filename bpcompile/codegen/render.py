@@ -6,7 +6,6 @@ Python decides what the statements are; the templates only lay them out.
 import ast
 import hashlib
 import math
-import re
 import textwrap
 from functools import lru_cache
 from importlib import resources
@@ -139,9 +138,10 @@ def _points_context(sched, graph):
     if kernels is None:
         return None
     wrt_index = tuple(graph.inputs.index(n) for n in graph.wrt)
-    code = "\n".join(kernels.value_and_grad.body + kernels.evaluate.body)
+    # the loops count sin and cos arguments beyond _TRIG_RANGE
+    calls = kernels.vector_calls | ({"_TRIG_RANGE"} if kernels.value_and_grad.beyond else set())
     return {"kernels": kernels, "local": graph.names.fresh("points"),
-            "vector_math": vector_math_source(code),
+            "vector_math": vector_math_source(calls),
             "trig": bool(kernels.value_and_grad.beyond or kernels.evaluate.beyond),
             "parallel": PARALLEL_POINTS, "parallel_note": PARALLEL_NOTE,
             "wrt_index": repr(wrt_index)}
@@ -274,11 +274,11 @@ def _vector_math_parts():
     return "\n".join(comment), parts
 
 
-def vector_math_source(code):
-    """The part of templates/numba/vector_math.py that `code` (kernel source) calls:
-    its leading comment, then the constants and functions needed, in the file's order."""
+def vector_math_source(names):
+    """The part of templates/numba/vector_math.py that a module calling `names` needs:
+    its leading comment, then those functions and what they read, in the file's order."""
     comment, parts = _vector_math_parts()
-    wanted = set(re.findall(r"\b_\w+", code))
+    wanted = set(names)
     while True:
         more = set().union(*(read for defined, read, _ in parts if defined & wanted)) - wanted
         if not more:
@@ -399,7 +399,6 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
     l2 = compiler.spec.get("l2", default=0)
     if l2:
         loss_text += f", plus {l2!r}/2 * the sum of squared weights (not biases)"
-    functions = [_scan_source(context, target) for context in compiler.scans]
     return render(
         "layers.py.j2",
         source=source_label(source),
@@ -437,11 +436,11 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
         vocab=compiler.vocab,
         states=compiler.states,
         final_states=compiler.final_states,
-        functions=functions,
+        functions=[_scan_source(context, target) for context in compiler.scans],
         # the numba target's exp, log, sin, cos and tanh that the compiled loops call
-        vector_math=vector_math_source("\n".join(functions + [
-            _numba_function(function) for function, _ in (row.ufuncs if row else [])]))
-        if target == "numba" else "",
+        vector_math=vector_math_source(
+            {_numba_function(function) for function, _ in row.ufuncs} & set(NUMBA_VECTOR_MATH.values()))
+        if target == "numba" and row else "",
         numba=target == "numba",
         notes=compiler.notes,
         seq_args=", mask=None, state=None" if compiler.sequence else "",

@@ -25,7 +25,7 @@ others `render` returns None and sgd_step has no such path.  Buffers make the
 step non-reentrant: the module says so.
 """
 
-import re
+import ast
 import string
 from dataclasses import dataclass, field
 
@@ -426,13 +426,19 @@ def _used_buffers(lines, names, body):
     """The declarations among `lines` (of `names`) that `body` reads, and those the kept
     ones read (a view's vector): the numba epoch updates an outer-product weight with
     _subtract_outer, so the views and buffers the NumPy step's product used fall away."""
-    read = set(re.findall(r"\w+", "\n".join(body)))
+    read = _names_read("\n".join(body))
     kept = set()
     for line, name in reversed(list(zip(lines, names))):     # views after their vectors
         if name in read:
             kept.add(name)
-            read |= set(re.findall(r"\w+", line.split("=", 1)[1]))
+            read |= _names_read(line)
     return [line for line, name in zip(lines, names) if name in kept]
+
+
+def _names_read(code):
+    """The names that statements `code` read."""
+    return {node.id for node in ast.walk(ast.parse(code))
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
 
 
 def _reads_params(texts, node, params):

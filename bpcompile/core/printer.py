@@ -5,6 +5,8 @@ Like SymPy's own printers this is mostly a table.  Only validated names
 out of it, so nothing of a spec's raw text reaches generated code.
 """
 
+import ast
+
 import sympy as sp
 from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.str import StrPrinter
@@ -132,6 +134,25 @@ VECTOR_FUNCTIONS = {
     sp.tanh: "_tanh({0})",
     PRIMITIVES["sigmoid"].head: "(_exp(np.minimum({0}, 0.0))/(1.0 + _exp(-math.fabs({0}))))",
 }
+
+
+def _called(template):
+    """The names a printing template calls that start with "_" (vector_math.py's)."""
+    tree = ast.parse(template.format(*["a"] * 3))
+    return frozenset(node.func.id for node in ast.walk(tree) if isinstance(node, ast.Call)
+                     and isinstance(node.func, ast.Name) and node.func.id.startswith("_"))
+
+
+# SymPy function -> the functions of vector_math.py its vector form calls
+VECTOR_CALLS = {head: _called(template) for head, template in VECTOR_FUNCTIONS.items()
+                if _called(template)}
+
+
+def vector_calls(exprs):
+    """The functions of templates/numba/vector_math.py that `exprs`, printed with
+    vector=True, call."""
+    return frozenset().union(*(VECTOR_CALLS.get(type(f), frozenset())
+                               for expr in exprs for f in sp.preorder_traversal(expr)))
 
 
 class ScalarPrinter(NumpyPrinter):
