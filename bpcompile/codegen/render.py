@@ -439,7 +439,7 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
         functions=[_scan_source(context, target) for context in compiler.scans],
         # the numba target's exp, log, sin, cos and tanh that the compiled loops call
         vector_math=vector_math_source(
-            {_numba_function(function) for function, _ in row.ufuncs} & set(NUMBA_VECTOR_MATH.values()))
+            {NUMBA_VECTOR_MATH[f] for f, _ in row.ufuncs if f in NUMBA_VECTOR_MATH})
         if target == "numba" and row else "",
         numba=target == "numba",
         notes=compiler.notes,

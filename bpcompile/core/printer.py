@@ -144,8 +144,8 @@ def _called(template):
 
 
 # SymPy function -> the functions of vector_math.py its vector form calls
-VECTOR_CALLS = {head: _called(template) for head, template in VECTOR_FUNCTIONS.items()
-                if _called(template)}
+VECTOR_CALLS = {head: called for head, template in VECTOR_FUNCTIONS.items()
+                if (called := _called(template))}
 
 
 def vector_calls(exprs):
