@@ -31,7 +31,8 @@ MODULE_GLOBALS = frozenset({
     # layer modules with a train/eval mode, and those without a loss (loss: none)
     "BUFFERS", "_RNG", "OUTPUT_SHAPE", "vjp", "_output_adjoint",
     # the numba target
-    "os", "_CACHE", "_sgd_epoch_one", "_sgd_epoch_compiled", "_subtract_outer", "_vdot", "_maximum", "_minimum",
+    "os", "sys", "types", "_CACHE", "_sgd_epoch_one", "_sgd_epoch_compiled", "_subtract_outer",
+    "_vdot", "_maximum", "_minimum",
     # set on loaded modules by bpcompile.compile
     "SOURCE", "GRAPH",
 })
