@@ -11,12 +11,14 @@ calls them with reverse=True alone).  Reversed, a padded step still keeps the
 state, so with right padding each sequence starts from the initial state at its
 own last unpadded step, as PyTorch's packed reverse direction does.
 
-Two rewrites make the loop fast without knowing the cell:
+Three rewrites make the loop fast without knowing the cell:
 - every product `W @ x` with the layer input is taken out of the loop: the
   weights of all of them are stacked side by side and one matmul computes
   them for every time step at once (with the biases added to them);
 - the products with a previous state (`W_hi @ h_prev`, `W_hf @ h_prev`, ...)
-  are stacked so one matmul per step serves all gates.
+  are stacked so one matmul per step serves all gates;
+- the backward step's partials that read only stored values are computed for
+  every step before the backward loop (step_factors).
 A product written twice is one slot; a weight in several slots gets the sum of
 its slices' gradients.  Their weight gradients are one matmul each after the
 backward loop: the per-step adjoints of the stacked products go into one
@@ -40,6 +42,7 @@ import sympy as sp
 from ..codegen import layout
 from ..memory import planner
 from .quote import printed
+from . import step_factors
 from ..core.autodiff import schedule
 from ..errors import SpecError
 from .programs import _Lowering
@@ -578,11 +581,38 @@ class ScanCompiler:
         return result
 
     @functools.cached_property
+    def _stored(self):
+        """(saved, parts): the forward values the backward step reads, kept for every
+        step (lists, by step); the gates that are columns of a fused block are re-sliced
+        from the stored block: {part: (block, start, stop)}."""
+        constant = {self.V(p) for p in self.vector_params + self.loop_matrices}
+        saved = [v for v in self.schedule.cache if v not in constant]
+        nodes = {node.name: node for node in self.graph if node.op == "cols" and node.name in saved}
+        for node in nodes.values():
+            if node.operands[0] not in saved:
+                saved.insert(saved.index(node.name), node.operands[0])
+        parts = {name: (node.operands[0], node.attrs["fmt"]["a"], node.attrs["fmt"]["b"])
+                 for name, node in nodes.items()}
+        return [v for v in saved if v not in parts], parts
+
+    @functools.cached_property
+    def _hoisted(self):
+        """(backward statements, factors): the step's partials that read only stored
+        values, computed for every step before the loop (step_factors)."""
+        saved, parts = self._stored
+        keep = {g for _, g in self.schedule.grads if g}
+        adjoint_of = {a: v for v, a in self.schedule.adjoints.items()}
+        # values of parameters alone, (n,) at every step, would stack without the batch axis
+        shapes = self._step_shapes()
+        stored = {v for v in [*saved, *parts] if shapes.get(v) == ("B", "n")}
+        return step_factors.hoist(self.schedule.backward, stored, keep, self.names, adjoint_of)
+
+    @functools.cached_property
     def _direct(self):
         """(backward statements, adjoints written): stacked products' adjoints that one
         elementwise statement computes go straight into their columns of _dX[t]."""
         columns = {adjoint: dest for adjoint, dest in self._dx_columns() if adjoint}
-        return planner.write_into(self.schedule.backward, columns)
+        return planner.write_into(self._hoisted[0], columns)
 
     @property
     def direct_adjoints(self):
@@ -693,17 +723,15 @@ class ScanCompiler:
 
     def context(self, dtype):
         cell, sched, n = self.cell, self.schedule, self.n
-        constant = {self.V(p) for p in self.vector_params + self.loop_matrices}
-        saved = [v for v in sched.cache if v not in constant]
-        # a gate that is columns of a fused block is re-sliced from the stored block
-        parts = {node.name: node for node in self.graph if node.op == "cols" and node.name in saved}
-        for node in parts.values():
-            if node.operands[0] not in saved:
-                saved.insert(saved.index(node.name), node.operands[0])
-        saved = [v for v in saved if v not in parts]
-        restore = [f"{name} = {node.operands[0]}[:, {node.attrs['fmt']['a']}:{node.attrs['fmt']['b']}]"
-                   for name, node in parts.items()]
-        restored = list(saved)             # what the backward loop reads
+        saved, parts = self._stored
+        saved = list(saved)
+        statements, factors = self._hoisted
+        read = set().union(*(st.reads for st in statements))
+        # the gates that are columns of a fused block, re-sliced from the stored block
+        restore = [f"{name} = {block}[:, {start}:{stop}]"
+                   for name, (block, start, stop) in parts.items() if name in read]
+        read |= {parts[name][0] for name in parts if name in read}
+        restored = [v for v in saved if v in read]     # what the backward loop reads
         for s in self.h_slots:
             prev = self.state_names[s]["prev"]
             if prev not in saved:
@@ -714,6 +742,8 @@ class ScanCompiler:
         loop_bottom = self.loop_bottom()
         after, param_grads = self.after_loop()
         backward = self._backward_statements()
+        before_loop, factor_steps = step_factors.steps_lines(
+            factors, {v: self.saved_vars[v] for v in saved}, parts, self.names)
         first = cell.states[0]
         states = [self.state_names[s] for s in cell.states]
         params = [self.V(p) for p in cell.params]
@@ -745,6 +775,8 @@ class ScanCompiler:
             "saved": [(self.saved_vars[v], v) for v in saved],
             "restored": [(v, self.saved_vars[v]) for v in restored],
             "restore": restore,
+            "before_loop": [line for text in before_loop for line in layout.statement(text, indent=4)],
+            "factors": factor_steps,
             "keys": keys,
             "backward": backward,
             "loop_bottom": [line for text in loop_bottom for line in layout.statement(text, indent=8)],
