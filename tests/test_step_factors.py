@@ -84,14 +84,18 @@ def test_a_bare_stored_value_or_its_reciprocal_is_no_factor_and_one_expression_o
     assert len(factors) == 1 and result[2].code.count(factors[0].name) == 2
 
 
-def test_steps_lines_stack_each_stored_value_once_and_slice_parts():
+def test_steps_lines_stack_each_stored_value_once_slice_parts_and_reuse_dead_stacks():
     _, factors = run([statement("dJ_dz", "dJ_dh*o*(1 - h_1**2)"), statement("dJ_dg", "dJ_dh*o*h_1")])
     names = SymbolTable.holding(["o", "h_1", "s", "dh_dz", "dh_dg", "block"])
     lines, steps = steps_lines(factors, {"h_1": "saved_h_1", "block": "saved_block"},
                                {"o": ("block", "0", "4")}, names)
+    # h_1's stack is read again by the second factor, which then writes over it; a part
+    # (o, a view of the block) is never written over
     assert lines == ["h_1_steps = np.stack(saved_h_1)", "block_steps = np.stack(saved_block)",
                      "o_steps = block_steps[..., 0:4]",
-                     "dh_dz_steps = o_steps*(1 - h_1_steps**2)", "dh_dg_steps = h_1_steps*o_steps"]
+                     "dh_dz_steps = o_steps*(1 - h_1_steps**2)",
+                     "dh_dg_steps = np.multiply(h_1_steps, o_steps, out=h_1_steps)",
+                     "del h_1_steps, block_steps, o_steps"]
     assert steps == [("dh_dz", "dh_dz_steps"), ("dh_dg", "dh_dg_steps")]
 
 

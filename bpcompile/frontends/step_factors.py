@@ -16,6 +16,7 @@ it made four.  The expert LSTM code precomputes its gate-derivative factors the
 same way; here nothing knows the cell: it is a pass over the step's statements.
 """
 
+import functools
 from dataclasses import dataclass, replace
 
 import sympy as sp
@@ -23,6 +24,7 @@ import sympy as sp
 from ..core.autodiff import _accumulated
 from ..core.parser import symbol
 from ..core.printer import to_numpy
+from ..memory.planner import with_out
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ def hoist(statements, stored, keep, names, adjoint_of):
         if s.term is None:
             result.append(s)
             continue
-        named = lambda expr: _factor(expr, s, factors, names, adjoint_of)  # noqa: E731
+        named = functools.partial(_factor, s=s, factors=factors, names=names, adjoint_of=adjoint_of)
         term = _rewrite(s.term, stored, named)
         result.append(s if term == s.term else _with_term(s, term))
     return result, list(factors.values())
@@ -158,7 +160,10 @@ def _with_term(s, term, comment=None):
 def steps_lines(factors, lists, parts, names):
     """(statements before the loop, [(factor, its array for every step)]): each factor
     computed once from the stored values stacked by step.  lists: stored name -> the
-    list of its per-step values; parts: a column part's name -> (block, start, stop)."""
+    list of its per-step values; parts: a column part's name -> (block, start, stop).
+    A factor is written over the stack of one of its operands that no later factor
+    reads, and the stacks are let go before the loop, which reads only the factors:
+    memory at the loop grows by the factors alone."""
     lines, steps = [], {}
 
     def stacked(name):
@@ -172,11 +177,20 @@ def steps_lines(factors, lists, parts, names):
             lines.append(f"{steps[name]} = {code}")
         return steps[name]
 
+    def reads(factor):
+        used = {x.name for x in factor.expr.free_symbols}
+        return used | {parts[n][0] for n in used if n in parts}     # a part reads its block
+
     result = []
-    for factor in factors:
+    for index, factor in enumerate(factors):
         used = sorted(x.name for x in factor.expr.free_symbols)
         expr = factor.expr.xreplace({symbol(n): symbol(stacked(n)) for n in used})
+        later = set().union(*map(reads, factors[index + 1:]))
+        donors = [steps[n] for n in used if n not in parts and n not in later]
         all_steps = names.fresh(f"{factor.name}_steps")
-        lines.append(f"{all_steps} = {to_numpy(expr)}")
+        code = with_out(expr, donors[0]) if donors else None
+        lines.append(f"{all_steps} = {code or to_numpy(expr)}")
         result.append((factor.name, all_steps))
+    if steps:
+        lines.append(f"del {', '.join(steps.values())}")
     return lines, result
