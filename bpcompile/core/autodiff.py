@@ -258,7 +258,7 @@ def schedule(graph, seeds=None, names=None):
                 code, used = f"np.zeros_like({g})", frozenset({g})
             if accumulate:
                 name = adjoint[operand]
-                code = _accumulated(name, code, term, alias)
+                code = accumulated(name, code, term, alias)
                 used, alias, consume = used | {name}, None, [()]
             else:
                 name = adjoint[operand] = namer.adjoint(out, operand)
@@ -321,7 +321,7 @@ def _joint_statements(operands, code, reads, node, adjoint, namer, out, where):
     return [Statement((results,), code, reads, step, node)] + picked + later
 
 
-def _accumulated(name, code, term, alias):
+def accumulated(name, code, term, alias):
     """`name + contribution`: printed from the SymPy term where there is one (the printer
     knows precedence), else with the contribution in parentheses."""
     if term is not None:

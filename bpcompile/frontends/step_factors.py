@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 
 import sympy as sp
 
-from ..core.autodiff import _accumulated
+from ..core.autodiff import accumulated
 from ..core.parser import symbol
 from ..core.printer import to_numpy
 from ..memory.planner import with_out
@@ -150,7 +150,7 @@ def _with_term(s, term, comment=None):
     target = s.targets[0]
     reads = frozenset(x.name for x in term.free_symbols)
     if s.accumulate:
-        code, reads = _accumulated(target, None, term, None), reads | {target}
+        code, reads = accumulated(target, None, term, None), reads | {target}
     else:
         code = to_numpy(term)
     return replace(s, code=code, reads=reads, term=term, alias=term.name if term.is_Symbol else None,
