@@ -62,7 +62,7 @@ def _fold(statements, stored, adjoints, keep):
     that reads a, where each reads it as a factor of a product."""
     while True:
         for i, s in enumerate(statements):
-            replacement = _foldable(s, statements[i + 1:], statements, stored, adjoints, keep)
+            replacement = _foldable(i, statements, stored, adjoints, keep)
             if replacement is None:
                 continue
             a = s.targets[0]
@@ -76,8 +76,9 @@ def _fold(statements, stored, adjoints, keep):
             return statements
 
 
-def _foldable(s, later, statements, stored, adjoints, keep):
-    """The expression to put in place of s's target where it is read, or None."""
+def _foldable(i, statements, stored, adjoints, keep):
+    """The expression to put in place of statement i's target where it is read, or None."""
+    s, later = statements[i], statements[i + 1:]
     if s.term is None or s.accumulate or len(s.targets) != 1 or s.targets[0] in keep:
         return None
     a = s.targets[0]
