@@ -61,6 +61,55 @@ def test_split_products_give_the_numpy_targets_results(spec):
         assert module._WORKERS is not None, "no product was split between threads"
 
 
+# products of a few million multiply-adds: numba's threads split them (_subtract_split)
+MID_MLP = {"name": "mid", "dtype": "float64", "input": [400],
+           "layers": [{"linear": 120}, "relu", {"linear": 10}],
+           "loss": "softmax_cross_entropy"}
+
+
+def counting(module, name):
+    """Replace module.name by a wrapper that counts its calls; returns the count list."""
+    calls, function = [], getattr(module, name)
+
+    def wrapper(*args):
+        calls.append(args)
+        return function(*args)
+    setattr(module, name, wrapper)
+    return calls
+
+
+def test_mid_sized_updates_are_split_by_numbas_threads_with_the_numpy_targets_results():
+    reference, module = both(MID_MLP)
+    calls = counting(module, "_subtract_split")
+    params, x, y = problem(module, 64)
+    stepped0 = {k: v.copy() for k, v in params.items()}
+    stepped1 = {k: v.copy() for k, v in params.items()}
+    for _ in range(2):
+        reference.sgd_step(stepped0, x, y, 0.1)
+        module.sgd_step(stepped1, x, y, 0.1)
+    for key in stepped0:
+        assert_close(stepped1[key], stepped0[key], key)
+    # linear1's W (120 x 400 by 64 rows: 3M multiply-adds), twice; linear2's is too small
+    assert len(calls) == (2 if numba.config.NUMBA_NUM_THREADS > 1 else 0)
+
+
+@pytest.mark.parametrize("rows, n, k, transposed", [
+    (64, 120, 400, False), (64, 400, 120, True), (3, 6000, 200, False), (3, 200, 6000, True),
+    (200, 100, 300, False)], ids=str)
+def test_subtract_product_split_by_numbas_threads_equals_numpy(rows, n, k, transposed):
+    """W -= a.T @ b in the range numba's threads take, W row-major or stored transposed,
+    with few rows of a (W a megabyte of rows at a time where it is large) or many."""
+    _, module = both(MID_MLP)
+    calls = counting(module, "_subtract_split")
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((rows, n)), rng.standard_normal((rows, k))
+    W = rng.standard_normal((k, n)).T if transposed else rng.standard_normal((n, k))
+    expected = W - a.T @ b
+    module._subtract_product(W, a, b)
+    assert_close(W, expected, "W")
+    assert len(calls) == (1 if numba.config.NUMBA_NUM_THREADS > 1 else 0)
+
+
 def test_in_parallel_covers_every_row_once_and_stays_serial_when_small():
     _, module = both(WIDE_MLP)
     seen = []

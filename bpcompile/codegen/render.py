@@ -195,8 +195,11 @@ def helper_blocks():
 
 
 def _function_blocks(path):
+    """name -> source of each top-level function in `path`, its decorators included."""
     text = path.read_text(encoding="utf-8")
-    return {node.name: ast.get_source_segment(text, node)
+    lines = text.splitlines()
+    return {node.name: "\n".join(lines[min([node.lineno] + [d.lineno for d in node.decorator_list])
+                                        - 1:node.end_lineno])
             for node in ast.parse(text).body if isinstance(node, ast.FunctionDef)}
 
 
