@@ -61,9 +61,10 @@ def test_split_products_give_the_numpy_targets_results(spec):
         assert module._WORKERS is not None, "no product was split between threads"
 
 
-# products of a few million multiply-adds: numba's threads split them (_subtract_split)
-MID_MLP = {"name": "mid", "dtype": "float64", "input": [400],
-           "layers": [{"linear": 120}, "relu", {"linear": 10}],
+# products of about ten million multiply-adds (at 64 rows): numba's threads split them
+# (_dot_split, _subtract_split; from _SPLIT_WORK, below the Python threads' 2**24)
+MID_MLP = {"name": "mid", "dtype": "float64", "input": [784],
+           "layers": [{"linear": 256}, "relu", {"linear": 10}],
            "loss": "softmax_cross_entropy"}
 
 
@@ -78,24 +79,33 @@ def counting(module, name):
     return calls
 
 
-def test_mid_sized_updates_are_split_by_numbas_threads_with_the_numpy_targets_results():
+def test_mid_sized_products_are_split_by_numbas_threads_with_the_numpy_targets_results():
     reference, module = both(MID_MLP)
-    calls = counting(module, "_subtract_split")
+    assert "linear1 = _dot_split(x, linear1_W.T)" in module.SOURCE
+    assert "_dot_split" not in reference.SOURCE
+    products, updates = counting(module, "_dot_rows"), counting(module, "_subtract_split")
     params, x, y = problem(module, 64)
     stepped0 = {k: v.copy() for k, v in params.items()}
     stepped1 = {k: v.copy() for k, v in params.items()}
     for _ in range(2):
-        reference.sgd_step(stepped0, x, y, 0.1)
-        module.sgd_step(stepped1, x, y, 0.1)
+        assert_close(module.sgd_step(stepped1, x, y, 0.1), reference.sgd_step(stepped0, x, y, 0.1), "J")
     for key in stepped0:
         assert_close(stepped1[key], stepped0[key], key)
-    # linear1's W (120 x 400 by 64 rows: 3M multiply-adds), twice; linear2's is too small
-    assert len(calls) == (2 if numba.config.NUMBA_NUM_THREADS > 1 else 0)
+    assert_close(module.predict(stepped1, x), reference.predict(stepped1, x), "predict")
+    J0, g0 = reference.value_and_grad(params, x, y)
+    J1, g1 = module.value_and_grad(params, x, y)
+    assert_close(J1, J0, "J")
+    for key in g0:
+        assert_close(g1[key], g0[key], key)
+    # linear1 (64 x 784 x 256: 12.8M multiply-adds) in 2 steps, predict and
+    # value_and_grad; its update in the 2 steps; linear2 is too small for either
+    split = numba.config.NUMBA_NUM_THREADS > 1
+    assert (len(products), len(updates)) == ((4, 2) if split else (0, 0))
 
 
 @pytest.mark.parametrize("rows, n, k, transposed", [
-    (64, 120, 400, False), (64, 400, 120, True), (3, 6000, 200, False), (3, 200, 6000, True),
-    (200, 100, 300, False)], ids=str)
+    (64, 400, 400, False), (64, 400, 400, True), (3, 2000, 1500, False),
+    (3, 1500, 2000, True), (200, 200, 300, False)], ids=str)
 def test_subtract_product_split_by_numbas_threads_equals_numpy(rows, n, k, transposed):
     """W -= a.T @ b in the range numba's threads take, W row-major or stored transposed,
     with few rows of a (W a megabyte of rows at a time where it is large) or many."""
@@ -108,6 +118,18 @@ def test_subtract_product_split_by_numbas_threads_equals_numpy(rows, n, k, trans
     module._subtract_product(W, a, b)
     assert_close(W, expected, "W")
     assert len(calls) == (1 if numba.config.NUMBA_NUM_THREADS > 1 else 0)
+
+
+@pytest.mark.parametrize("rows, transposed", [(64, False), (64, True), (3, False)], ids=str)
+def test_dot_split_equals_numpy_and_splits_only_large_products(rows, transposed):
+    _, module = both(MID_MLP)
+    calls = counting(module, "_dot_rows")
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((rows, 784))
+    W = rng.standard_normal((784, 300)).T if transposed else rng.standard_normal((300, 784))
+    assert_close(module._dot_split(a, W.T), np.dot(a, W.T), "a @ W.T")
+    large = rows * 784 * 300 >= module._SPLIT_WORK
+    assert len(calls) == (1 if large and numba.config.NUMBA_NUM_THREADS > 1 else 0)
 
 
 def test_in_parallel_covers_every_row_once_and_stays_serial_when_small():

@@ -7,6 +7,7 @@ import ast
 import hashlib
 import math
 import textwrap
+from dataclasses import replace
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
@@ -213,7 +214,7 @@ def module_globals():
     module, the symbol table never hands these out."""
     names = set(helper_blocks()) | set(numba_helper_blocks()) | {
         name for defined, _, _ in _vector_math_parts()[1] for name in defined} | {
-        "_WORKERS", "_FEW_ROWS", "_WORKSPACE", "_WORKSPACE_BYTES", "threading"}
+        "_WORKERS", "_FEW_ROWS", "_SPLIT_WORK", "_WORKSPACE", "_WORKSPACE_BYTES", "threading"}
     for path in sorted((templates_dir() / "kernels").glob("*.py")):
         for node in ast.parse(path.read_text(encoding="utf-8")).body:
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
@@ -361,6 +362,9 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
     # recurrent layers' loops keep their own memory policy)
     sgd_released = [] if compiler.sequence else planner.released(
         reused_forward, sgd_statements, graph, grads | {sched.output} | update_reads)
+    if target == "numba":
+        reused_forward = split_products(reused_forward)
+        predict_statements = split_products(predict_statements)
     forward = _lines(reused_forward)
     sgd_forward = _lines(planner.between_calls(reused_forward, sched.output))
     predict = _lines(predict_statements)
@@ -395,6 +399,8 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
     row = rowstep.render(compiler, sched, graph)
     if early:
         helpers.append("_subtract_product_later")
+    if any(s.lines and s.lines == s.split for s in reused_forward):
+        helpers.append("_dot_split")
     imports = imports_for(helpers)
     if row is not None:
         helpers += row.helpers
@@ -688,6 +694,14 @@ def _global_statements(names, indent=4):
             current = []
         current.append(name)
     return [f"global {', '.join(line)}" for line in lines + [current]]
+
+
+def split_products(statements):
+    """The numba target's forward: statements that have a split form (a dense layer's
+    product, rows split between numba's threads) take it, unless the memory planner
+    gave them a buffer to write into."""
+    return [replace(s, lines=s.split) if s.split and s.buffer is None else s
+            for s in statements]
 
 
 def _sparse_updates(graph, sched, itemsize):

@@ -41,6 +41,8 @@ class Statement:
     overwrite: str = ""         # forward: a form that may overwrite operand 0's buffer
     workspace: str = ""         # forward: a form whose result lives in a buffer that
                                 # sgd_step keeps between calls (planner.between_calls)
+    split: tuple = ()           # forward: the numba target's lines, whose product
+                                # numba's threads split (render.split_products)
     consume: tuple = ()         # backward: (form that may overwrite the node's aux values,
                                 # with `{consume}` for the flag saying whether it may)
     buffer: str = None          # the memory planner's decision: the existing buffer the
@@ -126,6 +128,7 @@ class _Tensor:
         return Statement((node.name, *aux), fill(op.forward, node, None),
                          frozenset(node.node_operands()), node=node,
                          lines=tuple(fill(line, node, None) for line in op.forward_lines),
+                         split=tuple(fill(line, node, None) for line in op.forward_split),
                          overwrite=fill(op.forward_reuse, node, None) if op.forward_reuse else "",
                          workspace=fill(op.forward_workspace, node, None, {"key": f'"{node.name}"'})
                          if op.forward_workspace else "")

@@ -66,6 +66,8 @@ class TensorOp:
     row: RowRule = None          # the one-example form, if the op has one
     forward_lines: tuple = ()    # statements printed instead of `{out} = forward`, when
                                  # that saves work (the bias added in place)
+    forward_split: tuple = ()    # the numba target's forward_lines: its product split
+                                 # between numba's threads (_dot_split)
 
     def fields(self, formula):
         """Placeholders a formula reads: operand indices, 'out', aux names, 'g'."""
