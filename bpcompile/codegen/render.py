@@ -468,7 +468,8 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
         row_globals=_global_statements(["_ONE_EXAMPLE_BUFFERS", *row.buffer_names]) if row else [],
         stacks=compiler.stacks,
         numba_epoch=_numba_epoch(compiler, row) if target == "numba" else None,
-        numba_text=_numba_text(compiler, row, target),
+        numba_text=_numba_text(compiler, row, target,
+                               split="_start_shared" in numba_helper_needs(helpers)),
         epoch_doc=_epoch_doc(compiler, row is not None and target == "numba"),
         **_modes_context(compiler, sched, graph),
     )
@@ -529,11 +530,14 @@ def _epoch_doc(compiler, compiled):
     return textwrap.wrap(text, 74)
 
 
-def _numba_text(compiler, row, target):
-    """The numba module's docstring lines on what runs compiled."""
+def _numba_text(compiler, row, target, split=False):
+    """The numba module's docstring lines on what runs compiled (`split`: the module
+    splits large matrix products between threads)."""
     if target != "numba":
         return []
     compiled = []
+    if split:
+        compiled.append("Large matrix products run on every core (NUMBA_NUM_THREADS threads).")
     if row is not None:
         compiled.append("sgd_epoch with batch_size 1 runs the whole epoch as one compiled loop "
                         "over the examples (_sgd_epoch_one).")
