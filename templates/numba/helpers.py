@@ -1,8 +1,9 @@
 # The numba target's versions of helpers/*.py functions (same names, same results):
 # large matrix products split into row blocks that run on every core.  NumPy's BLAS
-# calls release the GIL, so threads run them side by side; each block is the same
-# product on fewer rows, so the results equal the NumPy target's.  Blocks separated by
-# `# --- name` lines, like helpers/*.py.
+# calls release the GIL, so Python threads run them side by side; mid-sized ones run
+# as parallel compiled loops (prange) whose blocks call BLAS, since numba's threads
+# start sooner.  Each block is the same product on fewer rows, so the results equal
+# the NumPy target's.  Blocks separated by `# --- name` lines, like helpers/*.py.
 
 # --- _in_parallel
 def _in_parallel(rows, block, work):
