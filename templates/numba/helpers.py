@@ -96,13 +96,27 @@ def _dot_split(a, b):
     """np.dot(a, b) for a dense layer's forward (a: rows of inputs, b: W.T), a's rows
     split between numba's threads (_dot_rows) from _SPLIT_WORK multiply-adds on:
     measured on a 2-core VM, 0.73x as long as NumPy's one call for 64 x 784 x 256."""
-    if (numba.config.NUMBA_NUM_THREADS > 1 and a.ndim == b.ndim == 2 and len(a) > 1
-            and a.size * b.shape[1] >= _SPLIT_WORK and a.dtype.char in "fd"
-            and a.dtype == b.dtype and (b.flags.c_contiguous or b.flags.f_contiguous)):
+    if (a.ndim == b.ndim == 2 and len(a) > 1 and (b.flags.c_contiguous or b.flags.f_contiguous)
+            and _numba_splits(a.size * b.shape[1], a, b)):
         out = np.empty((len(a), b.shape[1]), dtype=a.dtype)
         _dot_rows(np.ascontiguousarray(a), b, out, numba.get_num_threads())
         return out
     return np.dot(a, b)
+
+# --- _numba_splits
+def _numba_splits(work, *arrays):
+    """Whether numba's threads split a product of `work` multiply-adds of these arrays:
+    from _SPLIT_WORK on, with more than one thread, for float32 or float64 alike."""
+    return (work >= _SPLIT_WORK and numba.config.NUMBA_NUM_THREADS > 1
+            and arrays[0].dtype.char in "fd" and all(x.dtype == arrays[0].dtype for x in arrays))
+
+# --- _block_rows
+def _block_rows(W, a):
+    """Rows of W per block of W -= a.T @ b: all of them where a has many rows or W fits
+    in cache, else about a megabyte's (see _subtract_rows)."""
+    if len(a) > 128 or W.nbytes <= 1 << 22:
+        return len(W)
+    return max(1, (1 << 20) // max(1, W.itemsize * W[0].size))
 
 # --- _dot_rows
 @numba.njit(parallel=True, nogil=True, cache=_CACHE)
@@ -125,11 +139,8 @@ def _subtract_product(W, a, b):
     if W.flags.f_contiguous and not W.flags.c_contiguous:
         W, a, b = W.T, b, a     # stored transposed (init_params): W.T -= b.T @ a, row-major
     work = W.size * len(a)
-    if (_SPLIT_WORK <= work < 1 << 24 and numba.config.NUMBA_NUM_THREADS > 1
-            and W.flags.c_contiguous and W.dtype.char in "fd" and W.dtype == a.dtype == b.dtype):
-        few = len(a) <= 128 and W.nbytes > 1 << 22
-        rows = max(1, (1 << 20) // (W.itemsize * W.shape[1])) if few else len(W)
-        _subtract_split(W, np.ascontiguousarray(a), np.ascontiguousarray(b), rows,
+    if work < 1 << 24 and W.flags.c_contiguous and _numba_splits(work, W, a, b):
+        _subtract_split(W, np.ascontiguousarray(a), np.ascontiguousarray(b), _block_rows(W, a),
                         numba.get_num_threads())
         return
 
@@ -156,10 +167,10 @@ def _subtract_rows(W, a, b):
     """W -= a.T @ b for a row-major W (the NumPy target's _subtract_product, but a
     megabyte of rows at a time: with two threads updating their halves at once,
     blocks of four megabytes took 12% longer, where one thread alone gains 10%)."""
-    if len(a) > 128 or W.nbytes <= 1 << 22:
+    rows = _block_rows(W, a)
+    if rows == len(W):
         W -= a.T @ b
         return
-    rows = max(1, (1 << 20) // max(1, W.itemsize * W[0].size))
     for start in range(0, len(W), rows):
         W[start:start + rows] -= a[:, start:start + rows].T @ b
 
