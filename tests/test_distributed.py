@@ -348,6 +348,33 @@ def test_a_failure_outside_any_collective_aborts_every_rank(tmp_path):
     assert "epoch 1/2" not in out
 
 
+def test_abort_waits_for_the_launcher_to_forward_the_error_line(monkeypatch, capsys):
+    """The failing rank prints, then waits ABORT_GRACE before Abort: CI once lost the
+    whole stderr of a rank that called Abort right after printing (MPICH's Hydra)."""
+    events = []
+
+    class Communicator:
+        def Get_rank(self):
+            return 1
+
+        def Get_size(self):
+            return 2
+
+        def Dup(self):
+            return self
+
+        def Abort(self, status):
+            events.append(("abort", status))
+
+    monkeypatch.setattr(distributed.time, "sleep", lambda seconds: events.append(("sleep", seconds)))
+    ranks = distributed.Group(Communicator())
+    print("error: stopping", file=sys.stderr)
+    ranks.abort(1)
+    assert events == [("sleep", distributed.ABORT_GRACE), ("abort", 1)]
+    assert distributed.ABORT_GRACE >= 0.2
+    assert capsys.readouterr().err == "error: stopping\n"
+
+
 @needs_mpi
 def test_a_failure_on_every_rank_is_printed_once(tmp_path):
     spec, data = _mlp_with_data(tmp_path)

@@ -53,6 +53,10 @@ _LAUNCHER_VARIABLES = (("PMI_SIZE", "PMI_RANK"),                            # MP
                        ("PMIX_SIZE", "PMIX_RANK"))
 ERROR_WAIT = 10.0        # seconds a failing rank waits to learn whether every rank failed
 ERROR_WAIT_VARIABLE = "BPCOMPILE_MPI_ERROR_WAIT"     # overrides ERROR_WAIT
+# seconds between a failing rank's error line and its Abort: launchers forward a rank's
+# output through a pipe, and an Abort handled before the pipe is read loses the line
+# (seen once in CI under MPICH's Hydra: the whole stderr of the failing rank was lost)
+ABORT_GRACE = 0.5
 
 
 class PeerFailure(Exception):
@@ -281,6 +285,11 @@ class Group:
         return False
 
     def abort(self, status: int = 1) -> None:
+        """End every rank, after giving the launcher time to forward what this rank
+        printed (see ABORT_GRACE)."""
+        sys.stdout.flush()
+        sys.stderr.flush()
+        time.sleep(ABORT_GRACE)
         self.comm.Abort(status)
 
 
