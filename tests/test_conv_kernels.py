@@ -231,6 +231,71 @@ def test_conv_accepts_any_memory_layout():
         np.testing.assert_allclose(g2, g, rtol=1e-13, atol=1e-13)
 
 
+def conv_step(x, W, b, stride, padding, dout):
+    out, saved = K.conv2d_forward(x, W, b, stride, padding)
+    return (out.copy(),) + tuple(g.copy() for g in K.conv2d_backward(dout, saved, W))
+
+
+def test_scratch_is_kept_between_calls_and_shared_by_layers():
+    """The im2col band and the col2im sums live in one buffer per role, kept between
+    calls (fresh arrays were page-faulted at every call); a layer that needs less
+    takes a view of it, one that needs more replaces it, and the results stay those
+    of the reference."""
+    K._CONV_SCRATCH.__dict__.clear()    # other tests' calls have left buffers
+    rng = np.random.default_rng(10)
+    layers = [((8, 3, 12, 12), (5, 3, 3, 3), (1, 1)), ((8, 5, 6, 6), (4, 5, 3, 3), (0, 0)),
+              ((16, 3, 20, 20), (6, 3, 5, 5), (2, 2))]
+    kept = []
+    for x_shape, w_shape, padding in layers:
+        x, W, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
+        out, _ = K.conv2d_forward(x, W, b, (1, 1), padding)
+        dout = rng.standard_normal(out.shape)
+        first = conv_step(x, W, b, (1, 1), padding, dout)
+        buffers = {role: kept_buffer for role, kept_buffer in K._CONV_SCRATCH.__dict__.items()}
+        again = conv_step(x, W, b, (1, 1), padding, dout)
+        assert {role: kept_buffer for role, kept_buffer in K._CONV_SCRATCH.__dict__.items()} == buffers
+        assert all(K._CONV_SCRATCH.__dict__[role] is buffer for role, buffer in buffers.items())
+        ref = einsum_conv2d_and_grads(x, W, b, (1, 1), padding, dout)
+        for got, got_again, want in zip(first, again, ref):
+            np.testing.assert_array_equal(got_again, got)
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-9)
+        kept.append({role[0]: buffer.size for role, buffer in buffers.items()})
+    assert set(kept[0]) == {"band", "col2im_products", "col2im_rows"}
+    assert kept[1] == kept[0]           # the smaller layer used views of the same buffers
+    assert kept[2]["col2im_products"] > kept[0]["col2im_products"]
+    # past 64 MB a fresh array, not kept
+    large = K.conv_scratch("band", (1 << 24) + 1, np.float32)
+    assert large.size == (1 << 24) + 1
+    assert ("band", np.dtype(np.float32)) not in K._CONV_SCRATCH.__dict__
+    assert all(buffer.nbytes <= 1 << 26 for buffer in K._CONV_SCRATCH.__dict__.values())
+
+
+def test_threads_have_their_own_scratch():
+    """Two threads running the kernels at once get what one thread gets."""
+    import threading
+    rng = np.random.default_rng(11)
+    x, W, b = rng.standard_normal((32, 3, 16, 16)), rng.standard_normal((6, 3, 5, 5)), rng.standard_normal(6)
+    inputs = [(x * (1 + k), rng.standard_normal((32, 6, 16, 16))) for k in range(2)]
+    expected = [conv_step(xk, W, b, (1, 1), (2, 2), dk) for xk, dk in inputs]
+    results = [[], []]
+    start = threading.Barrier(2)
+
+    def run(slot):
+        start.wait()
+        for _ in range(20):
+            results[slot].append(conv_step(*inputs[slot][:1], W, b, (1, 1), (2, 2), inputs[slot][1]))
+    threads = [threading.Thread(target=run, args=(slot,)) for slot in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for slot in range(2):
+        assert len(results[slot]) == 20
+        for result in results[slot]:
+            for got, want in zip(result, expected[slot]):
+                np.testing.assert_array_equal(got, want)
+
+
 def test_conv_output_size_formula():
     # H_out = floor((H + 2p - K) / s + 1)
     for H, k, s, p in itertools.product(range(4, 10), (1, 2, 3), (1, 2, 3), (0, 1, 2)):
@@ -482,6 +547,8 @@ def test_kernels_file_is_plain_numpy_with_top_level_functions():
             assert roots <= {"numpy"} | set(sys.stdlib_module_names), names
         elif isinstance(node, ast.FunctionDef):
             assert ast.get_docstring(node), f"{node.name} has no docstring"
+        elif isinstance(node, ast.Assign):     # the one global: the per-thread scratch
+            assert ast.unparse(node) == "_CONV_SCRATCH = threading.local()", ast.unparse(node)
         else:
             assert isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant), ast.dump(node)
     assert "add.at" not in KERNELS_PATH.read_text()
