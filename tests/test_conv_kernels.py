@@ -251,9 +251,9 @@ def test_scratch_is_kept_between_calls_and_shared_by_layers():
         out, _ = K.conv2d_forward(x, W, b, (1, 1), padding)
         dout = rng.standard_normal(out.shape)
         first = conv_step(x, W, b, (1, 1), padding, dout)
-        buffers = {role: kept_buffer for role, kept_buffer in K._CONV_SCRATCH.__dict__.items()}
+        buffers = dict(K._CONV_SCRATCH.__dict__)
         again = conv_step(x, W, b, (1, 1), padding, dout)
-        assert {role: kept_buffer for role, kept_buffer in K._CONV_SCRATCH.__dict__.items()} == buffers
+        assert K._CONV_SCRATCH.__dict__.keys() == buffers.keys()
         assert all(K._CONV_SCRATCH.__dict__[role] is buffer for role, buffer in buffers.items())
         ref = einsum_conv2d_and_grads(x, W, b, (1, 1), padding, dout)
         for got, got_again, want in zip(first, again, ref):
@@ -281,9 +281,10 @@ def test_threads_have_their_own_scratch():
     start = threading.Barrier(2)
 
     def run(slot):
+        x_slot, dout_slot = inputs[slot]
         start.wait()
         for _ in range(20):
-            results[slot].append(conv_step(*inputs[slot][:1], W, b, (1, 1), (2, 2), inputs[slot][1]))
+            results[slot].append(conv_step(x_slot, W, b, (1, 1), (2, 2), dout_slot))
     threads = [threading.Thread(target=run, args=(slot,)) for slot in range(2)]
     for t in threads:
         t.start()
