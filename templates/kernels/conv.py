@@ -16,7 +16,8 @@
 #   rows at a time) in one reused buffer of about 512 kB, and rebuilt in backward
 #   from the saved padded input; that buffer and the col2im partial sums are kept
 #   between calls (conv_scratch), since arrays allocated afresh at every call were
-#   page-faulted at every call (LeNet-5's step: 717 faults, 6.6 ms; kept: 0, 4.1 ms);
+#   page-faulted at every call (LeNet-5's step: 717 faults, 5.6-7.2 ms; kept: none,
+#   4.0-4.3 ms);
 # * OpenBLAS hands some products to a second thread, for some shapes from about
 #   5e5 multiply-adds on; measured: 3x slower for thin products, and ~8 ms instead
 #   of 0.02 ms per call when the other core is busy.  Products of up to 2**18
