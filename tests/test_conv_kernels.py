@@ -8,6 +8,7 @@ gradient, the lecture's worked examples, and dtype preservation.
 import importlib.util
 import itertools
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -272,7 +273,6 @@ def test_scratch_is_kept_between_calls_and_shared_by_layers():
 
 def test_threads_have_their_own_scratch():
     """Two threads running the kernels at once get what one thread gets."""
-    import threading
     rng = np.random.default_rng(11)
     x, W, b = rng.standard_normal((32, 3, 16, 16)), rng.standard_normal((6, 3, 5, 5)), rng.standard_normal(6)
     inputs = [(x * (1 + k), rng.standard_normal((32, 6, 16, 16))) for k in range(2)]

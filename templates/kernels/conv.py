@@ -37,13 +37,13 @@ def conv_scratch(role, shape, dtype):
     when a call needs more (so one buffer per role serves every layer's shape).
     From 64 MB on, a fresh array: not held after the call (large layers' products
     cost far more than the page faults)."""
-    kept = _CONV_SCRATCH.__dict__
-    key, size = (role, np.dtype(dtype)), int(np.prod(shape))
-    if size * key[1].itemsize > 1 << 26:
+    dtype, size = np.dtype(dtype), int(np.prod(shape))
+    if size * dtype.itemsize > 1 << 26:
         return np.empty(shape, dtype)
-    buffer = kept.get(key)
+    kept = _CONV_SCRATCH.__dict__
+    buffer = kept.get((role, dtype))
     if buffer is None or buffer.size < size:
-        buffer = kept[key] = np.empty(size, dtype)
+        buffer = kept[role, dtype] = np.empty(size, dtype)
     return buffer[:size].reshape(shape)
 
 
