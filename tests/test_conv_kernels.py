@@ -244,8 +244,9 @@ def test_scratch_is_kept_between_calls_and_shared_by_layers():
     of the reference."""
     K._CONV_SCRATCH.__dict__.clear()    # other tests' calls have left buffers
     rng = np.random.default_rng(10)
-    layers = [((8, 3, 12, 12), (5, 3, 3, 3), (1, 1)), ((8, 5, 6, 6), (4, 5, 3, 3), (0, 0)),
-              ((16, 3, 20, 20), (6, 3, 5, 5), (2, 2))]
+    # every temporary of these layers is 128 kB or more (below, a fresh array)
+    layers = [((32, 4, 16, 16), (5, 4, 3, 3), (1, 1)), ((32, 6, 12, 12), (4, 6, 3, 3), (0, 0)),
+              ((32, 4, 24, 24), (6, 4, 5, 5), (2, 2))]
     kept = []
     for x_shape, w_shape, padding in layers:
         x, W, b = rng.standard_normal(x_shape), rng.standard_normal(w_shape), rng.standard_normal(w_shape[0])
@@ -264,11 +265,14 @@ def test_scratch_is_kept_between_calls_and_shared_by_layers():
     assert set(kept[0]) == {"band", "col2im_products", "col2im_rows"}
     assert kept[1] == kept[0]           # the smaller layer used views of the same buffers
     assert kept[2]["col2im_products"] > kept[0]["col2im_products"]
-    # past 64 MB a fresh array, not kept
-    large = K.conv_scratch("band", (1 << 24) + 1, np.float32)
-    assert large.size == (1 << 24) + 1
+    # below 128 kB and past 64 MB a fresh array, not kept
+    small = K.conv_scratch("band", (4, (1 << 13) - 1), np.float32)
+    large = K.conv_scratch("band", ((1 << 24) + 1,), np.float32)
+    assert small.shape == (4, (1 << 13) - 1) and large.size == (1 << 24) + 1
     assert ("band", np.dtype(np.float32)) not in K._CONV_SCRATCH.__dict__
     assert all(buffer.nbytes <= 1 << 26 for buffer in K._CONV_SCRATCH.__dict__.values())
+    kept_small = K.conv_scratch("band", (4, 1 << 13), np.float32)    # 128 kB: kept
+    assert K._CONV_SCRATCH.__dict__[("band", np.dtype(np.float32))].size == kept_small.size
 
 
 def test_threads_have_their_own_scratch():

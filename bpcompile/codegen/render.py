@@ -404,7 +404,7 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
     imports = imports_for(helpers)
     if row is not None:
         helpers += row.helpers
-        imports.append("import math")
+        imports = list(dict.fromkeys(imports + ["import math"]))
     l2 = compiler.spec.get("l2", default=0)
     if l2:
         loss_text += f", plus {l2!r}/2 * the sum of squared weights (not biases)"
