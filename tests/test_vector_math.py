@@ -8,14 +8,18 @@ math's.  And the numba epoch kernel's tanh of a vector (_tanh_into)."""
 
 import importlib.util
 import math
+import re
 from fractions import Fraction
 
+import mpmath
 import numpy as np
 import pytest
 import sympy
 
 import bpcompile
 from bpcompile.codegen.render import templates_dir
+from bpcompile.core import printer
+from bpcompile.core.primitives import PRIMITIVES
 
 numba = pytest.importorskip("numba")
 
@@ -243,3 +247,53 @@ def test_a_one_example_epoch_with_tanh_calls_the_vector_tanh():
     assert abs(loss - want_loss) <= 1e-13 * abs(want_loss)
     for key in params:
         np.testing.assert_allclose(params[key], want[key], rtol=1e-12, atol=1e-14, err_msg=key)
+
+
+# sigmoid far in both tails (as tests/test_primitive_table.py probes NumPy's form)
+SIGMOID_TAILS = np.array([-1e4, -800.0, -745.0, -720.0, -700.0, -612.3456, -100.0, -95.0,
+                          -87.0, -40.0, -33.77, -20.0, -17.3, -3.0, -1e-3, -0.0, 0.0, 1e-3,
+                          3.0, 20.0, 40.0, 100.0, 700.0, 800.0, 1e4, -np.inf, np.inf])
+
+
+def _compiled_sigmoid(vector):
+    """The numba target's printed sigmoid of one float, as a kernel over an array."""
+    a = sympy.Symbol("a", real=True)
+    text = printer.to_scalar(PRIMITIVES["sigmoid"].head(a), vector=vector)
+    scope = {"math": math, "np": np, "_exp": VECTOR_MATH._exp}
+    exec(f"def sigmoid_of(a):\n    return {text}\n", scope)
+    return numba.njit(error_model="numpy")(scope["sigmoid_of"]), _over_array(
+        numba.njit(error_model="numpy")(scope["sigmoid_of"]))
+
+
+@pytest.mark.parametrize("vector", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_sigmoid_is_accurate_in_both_tails(vector, dtype):
+    """Within 4 ulps of the exact sigmoid wherever it is a normal number, and right to
+    a few of the smallest subnormals below: e = exp(-|a|) never overflows."""
+    _, over_array = _compiled_sigmoid(vector)
+    x = SIGMOID_TAILS.astype(dtype)
+    got = np.empty_like(x)
+    over_array(x, got)
+    with mpmath.workdps(50):
+        want = np.array([float(1 / (1 + mpmath.exp(-mpmath.mpf(float(v))))) for v in x])
+    rounded = want.astype(dtype).astype(np.float64)
+    normal = np.abs(rounded) >= np.finfo(dtype).tiny
+    spacing = np.spacing(np.abs(rounded).astype(dtype)).astype(np.float64)
+    error = np.abs(got.astype(np.float64) - rounded)
+    assert np.max(error[normal] / spacing[normal]) <= 4
+    assert np.max(error[~normal], initial=0.0) <= 4 * np.finfo(dtype).smallest_subnormal
+    nan = np.array([np.nan], dtype)
+    over_array(nan, nan)
+    assert np.isnan(nan[0])
+
+
+@pytest.mark.parametrize("signature", ["float64(float64)", "float32(float32)"])
+def test_compiled_sigmoid_calls_exp_once(signature):
+    """The printed form names exp(-|a|) twice (numerator and denominator); LLVM
+    computes it once, in the argument's precision."""
+    kernel, _ = _compiled_sigmoid(vector=False)
+    kernel.compile(signature)
+    ir = kernel.inspect_llvm(kernel.signatures[-1])
+    body = ir.split("define ")[1]           # the kernel, not its Python wrapper
+    width = signature[5:7]
+    assert re.findall(r"call [^(]*@llvm\.exp\.f(\d+)\(", body) == [width]
