@@ -113,6 +113,21 @@ def test_batch_size_one_equals_the_numpy_target(spec):
         np.testing.assert_allclose(params[key], expected_params[key], rtol=tight, atol=tight)
 
 
+# activations whose one-example statements copy a value into a buffer (np.copyto, which
+# numba lacks): the identity, and sums the in-place emitter builds from a copied operand
+COPYING_ACTIVATIONS = ["x", "x + 1", "sqrt(x**2 + 1)", "relu(x) - relu(-x)", "cos(x) + x"]
+
+
+@pytest.mark.parametrize("expr", COPYING_ACTIVATIONS)
+def test_batch_size_one_equals_the_numpy_target_where_a_statement_copies(expr):
+    """Found by the random specs: the compiled epoch of these did not compile (numba has
+    no np.copyto)."""
+    spec = {"name": "copying", "dtype": "float64", "input": [3],
+            "layers": [{"linear": 4}, {"activation": {"expr": expr}}, {"linear": 2}],
+            "loss": "softmax_cross_entropy"}
+    test_batch_size_one_equals_the_numpy_target(spec)
+
+
 @pytest.mark.parametrize("spec", [s for s in ROW_SPECS if s["dtype"] == "float64"],
                          ids=lambda s: s["name"])
 def test_one_example_epoch_steps_by_the_finite_difference_gradient(spec):

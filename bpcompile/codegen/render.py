@@ -475,9 +475,10 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
     )
 
 
-# NumPy functions that numba calls differently: vdot takes only vectors there, and
-# maximum/minimum take `out` only by position (NumPy wants it by keyword)
-NUMBA_WRAPPERS = frozenset({"vdot", "maximum", "minimum"})
+# NumPy functions that numba calls differently: vdot takes only vectors there,
+# maximum/minimum take `out` only by position (NumPy wants it by keyword), and numba
+# has no copyto
+NUMBA_WRAPPERS = frozenset({"vdot", "maximum", "minimum", "copyto"})
 # NumPy functions the epoch kernel calls in vector_math.py's form (a loop LLVM vectorizes;
 # numba's np.tanh calls the C library once per element)
 NUMBA_VECTOR_MATH = {"tanh": "_tanh_into"}
