@@ -165,3 +165,64 @@ def test_a_numba_module_says_what_it_needs_and_what_runs_compiled():
     assert "Needs only NumPy." not in source
     numpy_source = bpcompile.compile(LANGUAGE_MODEL, target="numpy").SOURCE
     assert "numba" not in numpy_source and "_in_parallel" not in numpy_source
+
+
+# --- max pooling, compiled (templates/numba/conv.py) --------------------------------------
+
+def _kernels(target):
+    """The conv kernels as a module of `target` holds them (the numba target's: kernels/conv.py
+    without the functions templates/numba/conv.py replaces, then that file)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+    from bpcompile.codegen import render
+    text = render._numba_kernel_file("kernels/conv.py") if target == "numba" else \
+        render._kernel_file("kernels/conv.py")
+    scope = {"np": np, "numba": numba, "_CACHE": False, "math": __import__("math"),
+             "threading": __import__("threading"), "sliding_window_view": sliding_window_view}
+    exec(compile(text, f"<conv kernels, {target}>", "exec"), scope)
+    return scope
+
+
+POOLS = [((2, 2), (2, 2), (3, 4, 8, 6)),     # disjoint windows that cover the input
+         ((2, 2), (2, 2), (2, 3, 7, 9)),     # a last row and column that no window reaches
+         ((3, 3), (2, 2), (2, 2, 9, 7)),     # overlapping windows: a pixel in several
+         ((2, 3), (1, 2), (3, 1, 5, 8)),     # non-square kernel and stride
+         ((1, 1), (1, 1), (1, 2, 3, 3))]
+
+
+@pytest.mark.parametrize("kernel, stride, shape", POOLS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_max_pooling_equals_the_numpy_kernels(kernel, stride, shape, dtype):
+    """Values, first-maximum offsets and gradients equal the NumPy kernels', with ties
+    (small integers), nan and -inf in the input."""
+    numpy_kernels, numba_kernels = _kernels("numpy"), _kernels("numba")
+    assert "pool_first_max" in numba_kernels and "pool_first_max" not in numpy_kernels
+    rng = np.random.default_rng(sum(shape))
+    x = rng.integers(-2, 3, shape).astype(dtype)
+    x.flat[rng.choice(x.size, 3, replace=False)] = [np.nan, -np.inf, np.nan]
+    x = x.transpose(3, 0, 1, 2).copy().transpose(1, 2, 3, 0)    # batch-last, as layers pass it
+    want, want_saved = numpy_kernels["maxpool2d_forward"](x, kernel, stride)
+    got, got_saved = numba_kernels["maxpool2d_forward"](x, kernel, stride)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(got_saved[0], want_saved[0])
+    assert got_saved[0].dtype == want_saved[0].dtype and got_saved[1:] == want_saved[1:]
+    dout = rng.standard_normal(want.shape).astype(dtype)
+    np.testing.assert_allclose(numba_kernels["maxpool2d_backward"](dout, got_saved),
+                               numpy_kernels["maxpool2d_backward"](dout, want_saved),
+                               rtol=1e-6 if dtype == np.float32 else 1e-15, atol=0)
+
+
+def test_a_conv_module_for_numba_has_one_maxpool_and_says_it_is_compiled():
+    spec = {"name": "pooled", "dtype": "float64", "input": [1, 6, 6],
+            "layers": [{"conv2d": {"out_channels": 2, "kernel": 3}}, "relu",
+                       {"maxpool2d": {"kernel": 2}}, "flatten", {"linear": 3}],
+            "loss": "softmax_cross_entropy"}
+    fast, reference = (bpcompile.compile(spec, target=t) for t in ("numba", "numpy"))
+    assert fast.SOURCE.count("def maxpool2d_forward(") == 1
+    assert "def pool_first_max(" in fast.SOURCE and "pool_first_max" not in reference.SOURCE
+    assert "Max pooling runs as compiled loops" in " ".join(fast.SOURCE.split())
+    params, x, y = problem(reference, 5)
+    value, grads = fast.value_and_grad(params, x, y)
+    want_value, want_grads = reference.value_and_grad(params, x, y)
+    assert_close(value, want_value, "J")
+    for key in want_grads:
+        assert_close(grads[key], want_grads[key], key)

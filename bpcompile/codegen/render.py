@@ -6,6 +6,7 @@ Python decides what the statements are; the templates only lay them out.
 import ast
 import hashlib
 import math
+import re
 import textwrap
 from dataclasses import replace
 from functools import lru_cache
@@ -215,7 +216,9 @@ def module_globals():
     names = set(helper_blocks()) | set(numba_helper_blocks()) | {
         name for defined, _, _ in _vector_math_parts()[1] for name in defined} | {
         "_WORKERS", "_FEW_ROWS", "_SPLIT_WORK", "_WORKSPACE", "_WORKSPACE_BYTES", "threading"}
-    for path in sorted((templates_dir() / "kernels").glob("*.py")):
+    kernel_files = sorted((templates_dir() / "kernels").glob("*.py")) + [
+        templates_dir() / name for name in sorted(NUMBA_KERNELS.values())]
+    for path in kernel_files:
         for node in ast.parse(path.read_text(encoding="utf-8")).body:
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
                 names.add(node.name)
@@ -239,11 +242,13 @@ def helpers_for(names, target="numpy"):
     (and the helpers those call)."""
     blocks = dict(helper_blocks())
     names = set(names)
+    kernel_file = _kernel_file
     if target == "numba":
         overrides = numba_helper_blocks()
         blocks.update(overrides)
         names |= numba_helper_needs(names)
-    return [_kernel_file(n) if n.endswith(".py") else blocks[n] for n in sorted(names)]
+        kernel_file = _numba_kernel_file
+    return [kernel_file(n) if n.endswith(".py") else blocks[n] for n in sorted(names)]
 
 
 @lru_cache(maxsize=1)
@@ -320,6 +325,29 @@ def _is_import(line):
 def _kernel_file(name):
     """A kernels file without its import lines (they go to the module's top)."""
     return "\n".join(line for line in _kernel_lines(name) if not _is_import(line)).strip()
+
+
+# kernels files some of whose functions the numba target replaces: the file of its versions
+NUMBA_KERNELS = {"kernels/conv.py": "numba/conv.py"}
+
+
+@lru_cache(maxsize=None)
+def _numba_kernel_file(name):
+    """A kernels file for the numba target: without the functions that its numba file
+    (NUMBA_KERNELS) defines, followed by that file (import lines left out of both)."""
+    if name not in NUMBA_KERNELS:
+        return _kernel_file(name)
+    replacement = NUMBA_KERNELS[name]
+    replaced = set(_function_blocks(templates_dir() / replacement))
+    lines = _kernel_file(name).splitlines()
+    dropped = set()
+    for node in ast.parse("\n".join(lines)).body:
+        if isinstance(node, ast.FunctionDef) and node.name in replaced:
+            start = min([node.lineno] + [d.lineno for d in node.decorator_list])
+            dropped.update(range(start - 1, node.end_lineno))
+    kept = "\n".join(line for k, line in enumerate(lines) if k not in dropped)
+    kept = re.sub(r"\n{4,}", "\n\n\n", kept).strip()     # two blank lines where one was cut
+    return kept + "\n\n\n" + _kernel_file(replacement)
 
 
 def imports_for(names):
@@ -469,7 +497,8 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
         stacks=compiler.stacks,
         numba_epoch=_numba_epoch(compiler, row) if target == "numba" else None,
         numba_text=_numba_text(compiler, row, target,
-                               split="_start_shared" in numba_helper_needs(helpers)),
+                               split="_start_shared" in numba_helper_needs(helpers),
+                               pooling="kernels/conv.py" in helpers),
         epoch_doc=_epoch_doc(compiler, row is not None and target == "numba"),
         **_modes_context(compiler, sched, graph),
     )
@@ -531,14 +560,18 @@ def _epoch_doc(compiler, compiled):
     return textwrap.wrap(text, 74)
 
 
-def _numba_text(compiler, row, target, split=False):
+def _numba_text(compiler, row, target, split=False, pooling=False):
     """The numba module's docstring lines on what runs compiled (`split`: the module
-    splits large matrix products between threads)."""
+    splits large matrix products between threads; `pooling`: it has the compiled max
+    pooling of templates/numba/conv.py)."""
     if target != "numba":
         return []
     compiled = []
     if split:
         compiled.append("Large matrix products run on every core (NUMBA_NUM_THREADS threads).")
+    if pooling:
+        compiled.append("Max pooling runs as compiled loops (maxpool2d_forward and "
+                        "maxpool2d_backward).")
     if row is not None:
         compiled.append("sgd_epoch with batch_size 1 runs the whole epoch as one compiled loop "
                         "over the examples (_sgd_epoch_one).")
