@@ -44,11 +44,8 @@ def pool_scatter_add(dt, arg, kw, sh, sw, dx):
 
 
 def maxpool2d_forward(x, kernel, stride):
-    """Max pooling without padding: x (B, C, H, W) -> out (B, C, H_out, W_out).
-
-    saved = (arg, x.shape, kernel, stride); arg (C, H_out, W_out, B) holds, per
-    window, the row-major offset i*kw + j of its first maximum (small unsigned ints).
-    """
+    """kernels/conv.py's maxpool2d_forward (same arguments, same out and saved), with
+    the windows' maxima and first offsets from one compiled pass (pool_first_max)."""
     B, C, H, Wd = x.shape
     (kh, kw), (sh, sw) = kernel, stride
     Ho, Wo = conv_out_size(H, kh, sh, 0), conv_out_size(Wd, kw, sw, 0)
@@ -59,7 +56,8 @@ def maxpool2d_forward(x, kernel, stride):
 
 
 def maxpool2d_backward(dout, saved):
-    """Gradient of maxpool2d_forward: each window's gradient goes to its first maximum."""
+    """kernels/conv.py's maxpool2d_backward: each window's gradient added at its first
+    maximum, in one compiled pass (pool_scatter_add)."""
     arg, (B, C, H, Wd), (kh, kw), (sh, sw) = saved
     dx = np.zeros((C, H, Wd, B), dtype=dout.dtype)
     pool_scatter_add(conv_batch_last(dout), arg, kw, sh, sw, dx)
