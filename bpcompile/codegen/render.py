@@ -6,7 +6,6 @@ Python decides what the statements are; the templates only lay them out.
 import ast
 import hashlib
 import math
-import re
 import textwrap
 from dataclasses import replace
 from functools import lru_cache
@@ -344,9 +343,11 @@ def _numba_kernel_file(name):
     for node in ast.parse("\n".join(lines)).body:
         if isinstance(node, ast.FunctionDef) and node.name in replaced:
             start = min([node.lineno] + [d.lineno for d in node.decorator_list])
-            dropped.update(range(start - 1, node.end_lineno))
-    kept = "\n".join(line for k, line in enumerate(lines) if k not in dropped)
-    kept = re.sub(r"\n{4,}", "\n\n\n", kept).strip()     # two blank lines where one was cut
+            end = node.end_lineno       # and the blank lines after it
+            while end < len(lines) and not lines[end].strip():
+                end += 1
+            dropped.update(range(start - 1, end))
+    kept = "\n".join(line for k, line in enumerate(lines) if k not in dropped).strip()
     return kept + "\n\n\n" + _kernel_file(replacement)
 
 
