@@ -216,7 +216,7 @@ def module_globals():
         name for defined, _, _ in _vector_math_parts()[1] for name in defined} | {
         "_WORKERS", "_FEW_ROWS", "_SPLIT_WORK", "_WORKSPACE", "_WORKSPACE_BYTES", "threading"}
     kernel_files = sorted((templates_dir() / "kernels").glob("*.py")) + [
-        templates_dir() / name for name in sorted(NUMBA_KERNELS.values())]
+        templates_dir() / file for file, _ in sorted(NUMBA_KERNELS.values())]
     for path in kernel_files:
         for node in ast.parse(path.read_text(encoding="utf-8")).body:
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
@@ -326,8 +326,10 @@ def _kernel_file(name):
     return "\n".join(line for line in _kernel_lines(name) if not _is_import(line)).strip()
 
 
-# kernels files some of whose functions the numba target replaces: the file of its versions
-NUMBA_KERNELS = {"kernels/conv.py": "numba/conv.py"}
+# kernels files some of whose functions the numba target replaces: (the file of its
+# versions, what the module's docstring says runs compiled)
+NUMBA_KERNELS = {"kernels/conv.py": ("numba/conv.py", "Max pooling runs as compiled loops "
+                                     "(maxpool2d_forward and maxpool2d_backward).")}
 
 
 @lru_cache(maxsize=None)
@@ -336,7 +338,7 @@ def _numba_kernel_file(name):
     (NUMBA_KERNELS) defines, followed by that file (import lines left out of both)."""
     if name not in NUMBA_KERNELS:
         return _kernel_file(name)
-    replacement = NUMBA_KERNELS[name]
+    replacement = NUMBA_KERNELS[name][0]
     replaced = set(_function_blocks(templates_dir() / replacement))
     lines = _kernel_file(name).splitlines()
     dropped = set()
@@ -499,7 +501,7 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
         numba_epoch=_numba_epoch(compiler, row) if target == "numba" else None,
         numba_text=_numba_text(compiler, row, target,
                                split="_start_shared" in numba_helper_needs(helpers),
-                               pooling="kernels/conv.py" in helpers),
+                               kernels=[h for h in helpers if h.endswith(".py")]),
         epoch_doc=_epoch_doc(compiler, row is not None and target == "numba"),
         **_modes_context(compiler, sched, graph),
     )
@@ -561,18 +563,16 @@ def _epoch_doc(compiler, compiled):
     return textwrap.wrap(text, 74)
 
 
-def _numba_text(compiler, row, target, split=False, pooling=False):
+def _numba_text(compiler, row, target, split=False, kernels=()):
     """The numba module's docstring lines on what runs compiled (`split`: the module
-    splits large matrix products between threads; `pooling`: it has the compiled max
-    pooling of templates/numba/conv.py)."""
+    splits large matrix products between threads; `kernels`: the kernels files it
+    includes, some of whose functions NUMBA_KERNELS replaces)."""
     if target != "numba":
         return []
     compiled = []
     if split:
         compiled.append("Large matrix products run on every core (NUMBA_NUM_THREADS threads).")
-    if pooling:
-        compiled.append("Max pooling runs as compiled loops (maxpool2d_forward and "
-                        "maxpool2d_backward).")
+    compiled += [NUMBA_KERNELS[name][1] for name in sorted(kernels) if name in NUMBA_KERNELS]
     if row is not None:
         compiled.append("sgd_epoch with batch_size 1 runs the whole epoch as one compiled loop "
                         "over the examples (_sgd_epoch_one).")
