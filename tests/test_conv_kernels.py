@@ -309,6 +309,23 @@ def test_conv_output_size_formula():
         assert out.shape[2] == int(np.floor((H + 2 * p - k) / s + 1))
 
 
+
+def test_window_view_is_numpys_sliding_window_view_strided():
+    from numpy.lib.stride_tricks import sliding_window_view
+    rng = np.random.default_rng(3)
+    for (C, H, W, B), (kh, kw), (sh, sw) in itertools.product(
+            [(1, 5, 5, 1), (2, 7, 9, 3), (3, 6, 11, 2)], [(1, 1), (2, 3), (3, 3), (5, 2)],
+            [(1, 1), (2, 2), (1, 3), (3, 2)]):
+        if kh > H or kw > W:
+            continue
+        xp = rng.standard_normal((C, H, W, B))
+        win = K.conv_windows(xp, kh, kw, sh, sw)
+        want = sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
+        assert win.shape == want.shape
+        np.testing.assert_array_equal(win, want)
+        assert not win.flags.writeable
+
+
 # ---------------------------------------------------------------- max pooling
 
 # Each case: (B, C, H, W), kernel, stride.

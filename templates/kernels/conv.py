@@ -26,7 +26,6 @@ import math
 import threading
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 # the kernels' own temporaries, kept between calls: each thread has its own
 _CONV_SCRATCH = threading.local()
@@ -111,12 +110,18 @@ def conv_padded_batch_last(x, ph, pw):
 
 
 def conv_windows(xp, kh, kw, sh, sw):
-    """(C, H_out, W_out, B, kh, kw) view of every window of the padded batch-last input.
+    """(C, H_out, W_out, B, kh, kw) read-only view of every window of the C-contiguous
+    batch-last array xp (C, H, W, B); a last window that does not fit is dropped.
 
-    The strided slice keeps only the window starts that the stride visits, which
-    also drops a last window that does not fit.
+    Made from xp's strides directly: sliding_window_view took 16-70 us a call, which
+    was 6-7% of LeNet-5's forward (four calls a step).
     """
-    return sliding_window_view(xp, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
+    C, H, Wd, B = xp.shape
+    c, h, w, b = xp.strides
+    win = np.ndarray((C, conv_out_size(H, kh, sh, 0), conv_out_size(Wd, kw, sw, 0), B, kh, kw),
+                     xp.dtype, xp, 0, (c, h * sh, w * sw, b, h, w))
+    win.flags.writeable = False
+    return win
 
 
 def conv_band_rows(n_rows, row_cols, k_rows, itemsize):
@@ -220,7 +225,7 @@ def maxpool2d_forward(x, kernel, stride):
         # axis into (window, offset) -> (C, Ho, Wo, B, kh, kw) view.
         win = xt[:, :Ho * kh, :Wo * kw].reshape(C, Ho, kh, Wo, kw, B).transpose(0, 1, 3, 5, 2, 4)
     else:
-        win = sliding_window_view(xt, (kh, kw), axis=(1, 2))[:, ::sh, ::sw]
+        win = conv_windows(xt, kh, kw, sh, sw)
     out, arg = window_first_max(win, kh, kw)
     return out.transpose(3, 0, 1, 2), (arg, x.shape, kernel, stride)
 
