@@ -214,7 +214,8 @@ def module_globals():
     module, the symbol table never hands these out."""
     names = set(helper_blocks()) | set(numba_helper_blocks()) | {
         name for defined, _, _ in _vector_math_parts()[1] for name in defined} | {
-        "_WORKERS", "_FEW_ROWS", "_SPLIT_WORK", "_WORKSPACE", "_WORKSPACE_BYTES", "threading"}
+        "_WORKERS", "_FEW_ROWS", "_SPLIT_WORK", "_WORKSPACE", "_WORKSPACE_BYTES", "threading",
+        "_THREAD_BUFFERS"}
     kernel_files = sorted((templates_dir() / "kernels").glob("*.py")) + [
         templates_dir() / file for file, _ in sorted(NUMBA_KERNELS.values())]
     for path in kernel_files:
@@ -493,6 +494,7 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
         optimizers=[helper_blocks()[n] for n in optimizers],
         helpers=helpers_for(helpers, target),
         numba_workers=target == "numba" and "_start_shared" in numba_helper_needs(helpers),
+        thread_buffers=target == "numba" and "_thread_buffer" in numba_helper_needs(helpers),
         imports=imports,
         row=row,
         # the one-example buffers are module globals, assigned by _allocate_one_example
