@@ -181,3 +181,34 @@ def assign_target(stmt):
     target = stmt.targets[0]
     assert isinstance(target, ast.Name), ast.dump(stmt)
     return target.id
+
+
+_STEP_FAULTS = """
+import resource, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import stepped
+rows, steps = int(sys.argv[2]), int(sys.argv[3])
+params = stepped.init_params(0)
+rng = np.random.default_rng(0)
+x, y = rng.integers(0, stepped.VOCAB, (rows, steps)), rng.integers(0, stepped.OUTPUTS, (rows, steps))
+for _ in range(10):
+    stepped.sgd_step(params, x, y, 1e-3)
+faults = []
+for _ in range(21):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    stepped.sgd_step(params, x, y, 1e-3)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(sorted(faults)[10])
+"""
+
+
+def step_page_faults(module, folder, rows, steps):
+    """The median page faults of a sequence module's sgd_step on a (rows, steps) batch, in
+    a fresh process (whose allocator has seen nothing else) after ten steps; the median,
+    since a thread's first turn at some work may allocate its buffers once."""
+    (folder / "stepped.py").write_text(module.SOURCE, encoding="utf-8")
+    result = subprocess.run([sys.executable, "-c", _STEP_FAULTS, str(folder), str(rows),
+                             str(steps)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return float(result.stdout)

@@ -43,9 +43,10 @@ def _linear_steps(x, W, b, workspace=None):
 def _workspace(key, shape, dtype):
     """An empty array for a temporary of sgd_step that nothing reads after the call.
     From _WORKSPACE_BYTES on, the same array at every call with this key and shape
-    in this thread (each thread has its own): a fresh array that large costs a page
-    fault per page when first written (about 4% of a language model's step at
-    minibatch 64).  key None, or a smaller array: a new one."""
+    in this thread (each thread has its own): a fresh array that large may cost a page
+    fault per page when first written (at minibatch 64 about 4% of a language model's
+    step, at minibatch 4 a quarter in a process of its own).  key None, or a smaller
+    array: a new one."""
     if key is None or int(np.prod(shape)) * np.dtype(dtype).itemsize < _WORKSPACE_BYTES:
         return np.empty(shape, dtype)
     kept = _WORKSPACE.__dict__
