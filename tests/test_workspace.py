@@ -50,7 +50,9 @@ def test_kept_buffers_give_the_results_of_fresh_arrays():
     fresh, fresh_losses = train(module, 1 << 62, batches)
     assert not module._WORKSPACE.__dict__
     kept, kept_losses = train(module, 0, batches)
-    assert set(module._WORKSPACE.__dict__) == {"linear1"}
+    # the logits; on the numba target also its weight update's product (_subtract_into)
+    assert "linear1" in module._WORKSPACE.__dict__
+    assert set(module._WORKSPACE.__dict__) <= {"linear1", "_subtract_into"}
     assert kept_losses == pytest.approx(fresh_losses, rel=1e-13)
     for key in fresh:
         np.testing.assert_allclose(kept[key], fresh[key], rtol=1e-13, atol=1e-15, err_msg=key)
@@ -80,7 +82,7 @@ def test_small_temporaries_are_not_kept():
     module = bpcompile.compile(TAGGER)
     params = module.init_params(0)
     module.sgd_step(params, *batch(module, 4, 7, 0), 0.1)
-    assert module._WORKSPACE_BYTES == 1 << 20
+    assert module._WORKSPACE_BYTES == 1 << 17
     assert not module._WORKSPACE.__dict__
 
 

@@ -214,8 +214,7 @@ def module_globals():
     module, the symbol table never hands these out."""
     names = set(helper_blocks()) | set(numba_helper_blocks()) | {
         name for defined, _, _ in _vector_math_parts()[1] for name in defined} | {
-        "_WORKERS", "_FEW_ROWS", "_SPLIT_WORK", "_WORKSPACE", "_WORKSPACE_BYTES", "threading",
-        "_THREAD_BUFFERS"}
+        "_WORKERS", "_FEW_ROWS", "_SPLIT_WORK", "_WORKSPACE", "_WORKSPACE_BYTES", "threading"}
     kernel_files = sorted((templates_dir() / "kernels").glob("*.py")) + [
         templates_dir() / file for file, _ in sorted(NUMBA_KERNELS.values())]
     for path in kernel_files:
@@ -302,12 +301,14 @@ def vector_math_source(names):
 
 
 def numba_helper_needs(names):
-    """The numba target's helpers that its versions of `names` call, transitively."""
+    """The helpers that the numba target's versions of `names` call, transitively: its
+    own versions, or the shared ones (helpers/*.py) where it has none."""
     overrides = numba_helper_blocks()
+    blocks = {**helper_blocks(), **overrides}
     needed, todo = set(), [n for n in names if n in overrides]
     while todo:
-        called = {node.id for node in ast.walk(ast.parse(overrides[todo.pop()]))
-                  if isinstance(node, ast.Name) and node.id in overrides}
+        called = {node.id for node in ast.walk(ast.parse(blocks[todo.pop()]))
+                  if isinstance(node, ast.Name) and node.id in blocks}
         todo += sorted(called - needed - set(names))
         needed |= called
     return needed
@@ -458,7 +459,8 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
         param_var={p.key: p.var for p in params},
         forward=forward,
         sgd_forward=sgd_forward,
-        workspace="_workspace" in helpers,
+        workspace="_workspace" in helpers or (target == "numba"
+                                               and "_workspace" in numba_helper_needs(helpers)),
         forward_params=used_params(sched.forward),
         cache=cache,
         backward_body=backward_body,
@@ -494,7 +496,6 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
         optimizers=[helper_blocks()[n] for n in optimizers],
         helpers=helpers_for(helpers, target),
         numba_workers=target == "numba" and "_start_shared" in numba_helper_needs(helpers),
-        thread_buffers=target == "numba" and "_thread_buffer" in numba_helper_needs(helpers),
         imports=imports,
         row=row,
         # the one-example buffers are module globals, assigned by _allocate_one_example

@@ -41,19 +41,23 @@ def _linear_steps(x, W, b, workspace=None):
 
 # --- _workspace
 def _workspace(key, shape, dtype):
-    """An empty array for a temporary of sgd_step that nothing reads after the call.
-    From _WORKSPACE_BYTES on, the same array at every call with this key and shape
-    in this thread (each thread has its own): a fresh array that large may cost a page
-    fault per page when first written (at minibatch 64 about 4% of a language model's
-    step, at minibatch 4 a quarter in a process of its own).  key None, or a smaller
-    array: a new one."""
-    if key is None or int(np.prod(shape)) * np.dtype(dtype).itemsize < _WORKSPACE_BYTES:
-        return np.empty(shape, dtype)
+    """An empty array for a temporary that nothing reads after the call (sgd_step's,
+    a kernel's).  From _WORKSPACE_BYTES on, or where this thread already keeps a
+    buffer under this key that is large enough, a view of that buffer, the same
+    memory at every call (each thread has its own, grown when a call needs more): a
+    fresh array that large may cost a page fault per page when first written (at
+    minibatch 64 about 4% of a language model's step, at minibatch 4 a quarter in a
+    process of its own).  key None, or a smaller array: a new one."""
+    size = 1
+    for n in shape:
+        size *= n
     kept = _WORKSPACE.__dict__
     buffer = kept.get(key)
-    if buffer is None or buffer.shape != shape or buffer.dtype != dtype:
-        buffer = kept[key] = np.empty(shape, dtype)
-    return buffer
+    if buffer is None or buffer.size < size or buffer.dtype != dtype:
+        if key is None or size * np.dtype(dtype).itemsize < _WORKSPACE_BYTES:
+            return np.empty(shape, dtype)
+        buffer = kept[key] = np.empty(size, dtype)
+    return buffer[:size].reshape(shape)
 
 # --- _sum_steps
 def _sum_steps(g):

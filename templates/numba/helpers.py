@@ -175,28 +175,12 @@ def _subtract_rows(W, a, b):
 # --- _subtract_into
 def _subtract_into(W, a, b):
     """W -= a.T @ b, the product formed in a buffer that the calling thread keeps
-    (_thread_buffer): fresh megabyte temporaries, made by two threads at once, were
+    (_workspace): fresh megabyte temporaries, made by two threads at once, were
     page-faulted at every step: about 800 faults a step of the LSTM language model at
     minibatch 1, 2.2-2.5 ms of system time on a 2-core VM, none with kept buffers."""
-    product = _thread_buffer("product", W.shape, W.dtype)
+    product = _workspace("_subtract_into", W.shape, W.dtype)
     np.matmul(a.T, b, out=product)
     W -= product
-
-# --- _thread_buffer
-def _thread_buffer(key, shape, dtype):
-    """An uninitialised array for a temporary of the calling thread: the same memory at
-    every call with this key, grown when a call needs more.  From 64 MB on a fresh
-    array, not held after the call (such products cost far more than the page faults)."""
-    size = 1
-    for n in shape:
-        size *= n
-    if size * np.dtype(dtype).itemsize >= 1 << 26:
-        return np.empty(shape, dtype)
-    kept = _THREAD_BUFFERS.__dict__
-    buffer = kept.get(key)
-    if buffer is None or buffer.size < size or buffer.dtype != dtype:
-        buffer = kept[key] = np.empty(size, dtype)
-    return buffer[:size].reshape(shape)
 
 # --- _subtract_product_later
 def _subtract_product_later(W, a, b):
