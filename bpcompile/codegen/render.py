@@ -438,6 +438,8 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
     if row is not None:
         helpers += row.helpers
         imports = list(dict.fromkeys(imports + ["import math"]))
+    # every helper the module holds: the numba target's versions call more of them
+    held = set(helpers) | (numba_helper_needs(helpers) if target == "numba" else set())
     l2 = compiler.spec.get("l2", default=0)
     if l2:
         loss_text += f", plus {l2!r}/2 * the sum of squared weights (not biases)"
@@ -459,8 +461,7 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
         param_var={p.key: p.var for p in params},
         forward=forward,
         sgd_forward=sgd_forward,
-        workspace="_workspace" in helpers or (target == "numba"
-                                               and "_workspace" in numba_helper_needs(helpers)),
+        workspace="_workspace" in held,
         forward_params=used_params(sched.forward),
         cache=cache,
         backward_body=backward_body,
@@ -495,7 +496,7 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
         boundary_text=_boundary_text(compiler),
         optimizers=[helper_blocks()[n] for n in optimizers],
         helpers=helpers_for(helpers, target),
-        numba_workers=target == "numba" and "_start_shared" in numba_helper_needs(helpers),
+        numba_workers="_start_shared" in held,
         imports=imports,
         row=row,
         # the one-example buffers are module globals, assigned by _allocate_one_example
@@ -503,7 +504,7 @@ def render_layers(compiler, sched, graph, spec_text, source=None, quoted=(), tar
         stacks=compiler.stacks,
         numba_epoch=_numba_epoch(compiler, row) if target == "numba" else None,
         numba_text=_numba_text(compiler, row, target,
-                               split="_start_shared" in numba_helper_needs(helpers),
+                               split="_start_shared" in held,
                                kernels=[h for h in helpers if h.endswith(".py")]),
         epoch_doc=_epoch_doc(compiler, row is not None and target == "numba"),
         **_modes_context(compiler, sched, graph),
